@@ -1,0 +1,1 @@
+"""Connectors: turn changes in the source systems into ingest envelopes."""

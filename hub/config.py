@@ -1,0 +1,230 @@
+"""The `hub.yaml` model: every key declared once, validated at start-up, overridable by env."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+
+# Environment variables that override a key of hub.yaml: endpoints and secrets belong to the
+# environment a hub runs in, not to the file checked into a repository.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "EDUHUB_KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "EDUHUB_REGISTRY_URL": ("registry", "url"),
+    "EDUHUB_REGISTRY_USERNAME": ("registry", "username"),
+    "EDUHUB_REGISTRY_PASSWORD": ("registry", "password"),
+    "EDUHUB_WORKER_INSTANCE_ID": ("worker", "instance_id"),
+    "EDUHUB_WEB_PORT": ("worker", "web_port"),
+    "EDUHUB_LOCAL_KAFKA_PORT": ("local", "kafka_port"),
+    "EDUHUB_LOCAL_REGISTRY_PORT": ("local", "registry_port"),
+    "EDUHUB_LOCAL_STATE_DIR": ("local", "state_dir"),
+}
+
+
+class ConfigError(Exception):
+    """hub.yaml or the environment holds a value the hub cannot start with."""
+
+
+class _Section(BaseModel):
+    # A misspelt key must fail loudly, not fall back to a default silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="comma-separated host:port list of Kafka brokers, e.g. 127.0.0.1:9092",
+    )
+    ingest_partitions: int = Field(
+        12, ge=1, le=1000, description="partitions of each ingest.<source> topic the hub creates (1-1000)"
+    )
+    canonical_partitions: int = Field(
+        12, ge=1, le=1000, description="partitions of each edu.<domain>.<entity> topic the hub creates (1-1000)"
+    )
+    replication_factor: int = Field(
+        1, ge=1, le=10, description="replication factor of topics the hub creates (3 on a production cluster)"
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{part.strip()!r} is not host:port")
+        return value
+
+
+class RegistryConfig(_Section):
+    url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        description="base URL of a Confluent-compatible schema registry API "
+        "(Apicurio: http://HOST:PORT/apis/ccompat/v7; Confluent: http://HOST:8081)",
+    )
+    username: str | None = Field(None, description="basic-auth user for the registry, if it needs one")
+    password: SecretStr | None = Field(None, description="basic-auth password (set EDUHUB_REGISTRY_PASSWORD)")
+    auto_register: bool = Field(
+        True, description="register the catalogue's schemas at worker start (false: they must already be there)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="registry HTTP timeout in seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+
+class WorkerConfig(_Section):
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="stable name of this worker; its transactional id derives from it, so a restarted "
+        "worker fences its crashed predecessor (default: the host name)",
+    )
+    web_host: str = Field("127.0.0.1", description="address the worker's HTTP server binds")
+    web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics, /healthz, /readyz and the status page")
+    batch_max_records: int = Field(
+        5000, ge=1, le=100_000, description="most records the validate stage reads and commits in one transaction"
+    )
+    batch_max_wait_ms: int = Field(
+        50, ge=0, le=10_000, description="longest the validate stage waits to fill a batch, in ms"
+    )
+
+
+class SourceConfig(_Section):
+    id: str = Field(description="source system id, ^[a-z0-9][a-z0-9-]{1,39}$; its events arrive on ingest.<id>")
+    description: str = Field("", description="what the system is, for operators")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not SOURCE_ID.match(value):
+            raise ValueError("must match ^[a-z0-9][a-z0-9-]{1,39}$ (lower-case letters, digits, hyphen)")
+        return value
+
+
+class LocalConfig(_Section):
+    kafka_port: int = Field(9092, ge=1, le=65535, description="port of the local broker (`eduhub local up`)")
+    controller_port: int = Field(9093, ge=1, le=65535, description="port of the local KRaft controller")
+    registry_port: int = Field(8081, ge=1, le=65535, description="port of the local Apicurio registry")
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker, e.g. 512m")
+    registry_heap: str = Field("384m", pattern=r"^\d+[mg]$", description="JVM heap of the local registry, e.g. 384m")
+    state_dir: Path = Field(
+        Path(".eduhub/local"),
+        description="folder for the local broker's data, logs and pid file (relative to the working directory)",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "eduhub",
+        description="folder where Maven-resolved jars are kept between runs, outside the repository",
+    )
+
+
+class ExamConfig(_Section):
+    council_code: str = Field("03", pattern=r"^\d{2}$", description="two-digit exam council code of this province")
+
+
+class HubConfig(_Section):
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    sources: list[SourceConfig] = Field(default_factory=list, description="registered source systems")
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    exam: ExamConfig = Field(default_factory=ExamConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, value: list[SourceConfig]) -> list[SourceConfig]:
+        seen: set[str] = set()
+        for source in value:
+            if source.id in seen:
+                raise ValueError(f"source id {source.id!r} is declared twice")
+            seen.add(source.id)
+        return value
+
+    @property
+    def source_ids(self) -> list[str]:
+        return [s.id for s in self.sources]
+
+
+def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The declared description of the key at `loc`, used as the fix in an error."""
+    current: Any = model
+    description = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return description
+        info = fields[part]
+        description = info.description
+        annotation = info.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return description
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"{origin} is not valid:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (misspelt?)"
+        fix = _describe(HubConfig, tuple(item["loc"]))
+        lines.append(f"  {key}: {message}" + (f" — expected {fix}" if fix else ""))
+    return "\n".join(lines)
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    applied = []
+    for name, path in ENV_OVERRIDES.items():
+        if name in environ and environ[name] != "":
+            section = raw.setdefault(path[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"hub.yaml: {path[0]} must be a mapping")
+            section[path[1]] = environ[name]
+            applied.append(name)
+    return applied
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> HubConfig:
+    """Read hub.yaml (or the file EDUHUB_CONFIG names), apply env overrides, validate every key.
+
+    >>> load_config(path=None, environ={"EDUHUB_KAFKA_BOOTSTRAP_SERVERS": "k1:9092"}).kafka.bootstrap_servers
+    'k1:9092'
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if path is None and environ.get("EDUHUB_CONFIG"):
+        path = environ["EDUHUB_CONFIG"]
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (set EDUHUB_CONFIG or pass --config)")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (kafka, registry, worker, sources, ...)")
+        raw = loaded
+    applied = _apply_env(raw, environ)
+    if applied:
+        origin += " + environment (" + ", ".join(applied) + ")"
+    try:
+        return HubConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None

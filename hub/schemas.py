@@ -1,0 +1,376 @@
+"""The schema catalogue: entity schemas from `schemas/`, JSON→Avro coercion, and the Avro serde."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+import fastavro
+
+from hub.envelope import Problem, parse_timestamp
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+# A converter turns one JSON value into its Avro datum, appending Problems for what is wrong.
+Converter = Callable[[Any, str, list[Problem]], Any]
+_MISSING = object()
+
+
+def normalize_text(value: str) -> str:
+    """NFC, trimmed, inner whitespace runs collapsed to one space (data dictionary §2)."""
+    return " ".join(unicodedata.normalize("NFC", value).split())
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _mismatch(value: Any, path: str, expected: str, problems: list[Problem]) -> None:
+    problems.append(Problem(path, "schema.type", f"{path} must be {expected}, got {_type_name(value)}"))
+
+
+class _Compiler:
+    """Builds converters from an Avro schema, resolving named types as Avro does."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, Converter] = {}
+
+    def compile(self, schema: Any, namespace: str = "") -> Converter:
+        if isinstance(schema, str):
+            if schema in self.named:
+                return self.named[schema]
+            qualified = f"{namespace}.{schema}" if namespace else schema
+            if qualified in self.named:
+                return self.named[qualified]
+            return self._primitive(schema)
+        if isinstance(schema, list):
+            return self._union([self.compile(s, namespace) for s in schema], schema)
+        kind = schema["type"]
+        logical = schema.get("logicalType")
+        if logical == "date":
+            return _date
+        if logical == "timestamp-millis":
+            return _timestamp
+        if logical == "decimal":
+            return _decimal(schema["precision"], schema.get("scale", 0))
+        if kind == "record":
+            return self._record(schema, namespace)
+        if kind == "enum":
+            return self._register(schema, namespace, _enum(schema["symbols"]))
+        if kind == "array":
+            return _array(self.compile(schema["items"], namespace))
+        if kind == "map":
+            return _map(self.compile(schema["values"], namespace))
+        return self.compile(kind, namespace)
+
+    def _register(self, schema: dict, namespace: str, converter: Converter) -> Converter:
+        name = schema["name"]
+        space = schema.get("namespace", namespace)
+        self.named[name] = converter
+        self.named[f"{space}.{name}" if space and "." not in name else name] = converter
+        return converter
+
+    def _primitive(self, name: str) -> Converter:
+        try:
+            return _PRIMITIVES[name]
+        except KeyError:
+            raise ValueError(f"unknown Avro type {name!r}") from None
+
+    def _union(self, branches: list[Converter], schema: list) -> Converter:
+        nullable = "null" in schema
+        others = [c for c, s in zip(branches, schema) if s != "null"]
+
+        def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+            if value is None:
+                if nullable:
+                    return None
+                problems.append(Problem(path, "schema.required", f"{path} must not be null"))
+                return None
+            if len(others) == 1:
+                return others[0](value, path, problems)
+            for branch in others:
+                attempt: list[Problem] = []
+                result = branch(value, path, attempt)
+                if not attempt:
+                    return result
+            _mismatch(value, path, "one of the union's types", problems)
+            return None
+
+        return convert
+
+    def _record(self, schema: dict, namespace: str) -> Converter:
+        space = schema.get("namespace", namespace)
+        fields: list[tuple[str, Converter, Any, bool]] = []
+        placeholder: list[Converter] = []
+
+        def by_ref(value: Any, path: str, problems: list[Problem]) -> Any:
+            return placeholder[0](value, path, problems)
+
+        self._register(schema, namespace, by_ref)  # allows recursive references
+        for f in schema["fields"]:
+            fields.append((f["name"], self.compile(f["type"], space), f.get("default", _MISSING), "default" in f))
+        names = frozenset(name for name, *_ in fields)
+
+        def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+            if not isinstance(value, dict):
+                _mismatch(value, path, "an object", problems)
+                return None
+            for name in value:
+                if name not in names:
+                    problems.append(
+                        Problem(f"{path}.{name}", "schema.unknown_field", f"{path}.{name} is not a field of this schema")
+                    )
+            out = {}
+            for name, conv, default, has_default in fields:
+                item = value.get(name, _MISSING)
+                if item is _MISSING:
+                    if has_default:
+                        out[name] = default
+                        continue
+                    problems.append(Problem(f"{path}.{name}", "schema.required", f"{path}.{name} is required"))
+                    continue
+                out[name] = conv(item, f"{path}.{name}", problems)
+            return out
+
+        placeholder.append(convert)
+        return convert
+
+
+def _string(value: Any, path: str, problems: list[Problem]) -> Any:
+    if isinstance(value, str):
+        return normalize_text(value)
+    _mismatch(value, path, "a string", problems)
+    return None
+
+
+def _int(value: Any, path: str, problems: list[Problem]) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    _mismatch(value, path, "an integer", problems)
+    return None
+
+
+def _float(value: Any, path: str, problems: list[Problem]) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    _mismatch(value, path, "a number", problems)
+    return None
+
+
+def _boolean(value: Any, path: str, problems: list[Problem]) -> Any:
+    if isinstance(value, bool):
+        return value
+    _mismatch(value, path, "true or false", problems)
+    return None
+
+
+def _null(value: Any, path: str, problems: list[Problem]) -> Any:
+    if value is not None:
+        _mismatch(value, path, "null", problems)
+    return None
+
+
+_PRIMITIVES: dict[str, Converter] = {
+    "string": _string,
+    "int": _int,
+    "long": _int,
+    "float": _float,
+    "double": _float,
+    "boolean": _boolean,
+    "null": _null,
+}
+
+
+def _date(value: Any, path: str, problems: list[Problem]) -> Any:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    problems.append(Problem(path, "schema.date_format", f"{path} must be a date YYYY-MM-DD, got {value!r}"))
+    return None
+
+
+def _timestamp(value: Any, path: str, problems: list[Problem]) -> Any:
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        problems.append(
+            Problem(path, "schema.timestamp_format", f"{path} must be RFC 3339 with an offset, got {value!r}")
+        )
+        return None
+    return parsed.astimezone(timezone.utc)
+
+
+def _decimal(precision: int, scale: int) -> Converter:
+    quantum = Decimal(1).scaleb(-scale)
+
+    def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            _mismatch(value, path, "a decimal number", problems)
+            return None
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            _mismatch(value, path, "a decimal number", problems)
+            return None
+        if not number.is_finite() or number.as_tuple().exponent < -scale:  # type: ignore[operator]
+            problems.append(
+                Problem(path, "schema.decimal_scale", f"{path} allows at most {scale} decimal places, got {value!r}")
+            )
+            return None
+        number = number.quantize(quantum)
+        if len(number.as_tuple().digits) > precision:
+            problems.append(Problem(path, "schema.decimal_precision", f"{path} has more than {precision} digits"))
+            return None
+        return number
+
+    return convert
+
+
+def _enum(symbols: list[str]) -> Converter:
+    allowed = frozenset(symbols)
+
+    def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+        if isinstance(value, str) and value in allowed:
+            return value
+        problems.append(Problem(path, "schema.enum", f"{path} must be one of {', '.join(symbols)}, got {value!r}"))
+        return None
+
+    return convert
+
+
+def _array(item: Converter) -> Converter:
+    def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+        if not isinstance(value, list):
+            _mismatch(value, path, "an array", problems)
+            return None
+        return [item(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+
+    return convert
+
+
+def _map(values: Converter) -> Converter:
+    def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+        if not isinstance(value, dict):
+            _mismatch(value, path, "an object", problems)
+            return None
+        return {k: values(v, f"{path}.{k}", problems) for k, v in value.items()}
+
+    return convert
+
+
+def to_json(value: Any) -> Any:
+    """A canonical Avro datum as plain JSON: dates ISO, timestamps RFC 3339 UTC, decimals numbers."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    return value
+
+
+@dataclass
+class EntitySchema:
+    """One entity of the data contract: its Avro value schema, key, topic and subject."""
+
+    entity: str
+    schema: dict[str, Any]
+    path: Path
+    key_fields: tuple[str, ...]
+    parsed: Any = field(repr=False)
+    convert: Converter = field(repr=False)
+
+    @property
+    def topic(self) -> str:
+        return f"edu.{self.entity}"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.topic}-value"
+
+    @property
+    def canonical_text(self) -> str:
+        """The schema as registered: compact JSON of the file, custom attributes (pii, doc) kept."""
+        return json.dumps(self.schema, ensure_ascii=False, separators=(",", ":"))
+
+    def to_record(self, data: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+        """Coerce an envelope's `data` to the canonical Avro datum, or say precisely why not."""
+        problems: list[Problem] = []
+        record = self.convert(data, "data", problems)
+        return (None, problems) if problems else (record, [])
+
+    def key_of(self, record: dict[str, Any]) -> str:
+        """The entity key built from a canonical record (fields joined by '|')."""
+        return "|".join(str(record[name]) for name in self.key_fields)
+
+    def encode(self, schema_id: int, record: dict[str, Any]) -> bytes:
+        """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body."""
+        buffer = io.BytesIO()
+        buffer.write(_HEADER.pack(MAGIC, schema_id))
+        fastavro.schemaless_writer(buffer, self.parsed, record)
+        return buffer.getvalue()
+
+
+def load_entity(path: Path, root: Path) -> EntitySchema:
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    relative = path.relative_to(root).with_suffix("")
+    entity = ".".join(relative.parts)
+    key_fields = tuple(schema.get("eduhub.key") or ())
+    field_names = {f["name"] for f in schema.get("fields", [])}
+    if not key_fields or not set(key_fields) <= field_names:
+        raise ValueError(f"{path}: 'eduhub.key' must list the key's fields, all of them fields of the record")
+    parsed = fastavro.parse_schema(schema)
+    return EntitySchema(entity, schema, path, key_fields, parsed, _Compiler().compile(schema))
+
+
+@dataclass
+class Catalogue:
+    """Every entity schema under `schemas/<domain>/<entity>.avsc`, by entity name."""
+
+    entities: dict[str, EntitySchema]
+
+    @classmethod
+    def load(cls, root: Path = SCHEMA_DIR) -> "Catalogue":
+        entities = {}
+        for path in sorted(root.glob("*/*.avsc")):
+            loaded = load_entity(path, root)
+            entities[loaded.entity] = loaded
+        if not entities:
+            raise ValueError(f"no schemas found under {root}")
+        return cls(entities)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.entities)
+
+    def __getitem__(self, entity: str) -> EntitySchema:
+        return self.entities[entity]
+
+
+def split_wire(value: bytes) -> tuple[int, bytes]:
+    """Schema id and Avro body of a Confluent wire-format value."""
+    if len(value) < 5 or value[0] != MAGIC:
+        raise ValueError("not Confluent wire format (magic byte 0 + 4-byte schema id)")
+    return _HEADER.unpack_from(value)[1], value[5:]
+
+
+def decode_body(parsed_schema: Any, body: bytes) -> Any:
+    return fastavro.schemaless_reader(io.BytesIO(body), parsed_schema)
