@@ -295,6 +295,8 @@ class ExamRegistrationSimulator:
                 expires = date(year, 6, 2) + timedelta(days=rng.randrange(600))
                 certificate = {"kind": "IELTS", "expires_on": expires.isoformat()}
 
+        # Only a current student belongs to a school; the others register on their own.
+        school_code = rng.choice(tuple(HAIPHONG_SCHOOLS)) if candidate_type == "CURRENT_STUDENT" else None
         priority_group = None
         if rng.random() < 0.08:
             priority_group = _weighted(rng, PRIORITY_GROUPS)
@@ -308,7 +310,7 @@ class ExamRegistrationSimulator:
             "date_of_birth": birth.isoformat(),
             "gender": gender,
             "candidate_type": candidate_type,
-            "school_code": rng.choice(tuple(HAIPHONG_SCHOOLS)) if candidate_type == "CURRENT_STUDENT" else None,
+            "school_code": school_code,
             "subjects": subjects,
             "foreign_language": foreign_language,
             "language_exemption": exemption,

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import fastavro
 
 from hub.envelope import Problem, parse_timestamp
+from hub.topics import canonical_topic
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MAGIC = 0
@@ -300,7 +301,7 @@ class EntitySchema:
 
     @property
     def topic(self) -> str:
-        return f"edu.{self.entity}"
+        return canonical_topic(self.entity)
 
     @property
     def subject(self) -> str:

@@ -1,0 +1,141 @@
+"""The `eduhub` command line: thin commands, each a call to a library function."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hub.config import ConfigError, HubConfig, load_config
+
+app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration hub.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+local_app = typer.Typer(help="The local Kafka broker and schema registry (real processes).", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+_state: dict[str, Optional[Path]] = {"config": None}
+
+
+def _config() -> HubConfig:
+    path = _state["config"]
+    if path is None and Path("hub.yaml").is_file():
+        path = Path("hub.yaml")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", envvar="EDUHUB_CONFIG",
+        help="hub.yaml to use (default: ./hub.yaml when present, else built-in defaults)."),
+) -> None:
+    _state["config"] = config
+
+
+@local_app.command("up")
+def local_up() -> None:
+    """Start the local broker and registry (resolving jars with Maven the first time)."""
+    from hub.local import LocalError, LocalStack
+
+    try:
+        LocalStack(_config().local).up(echo=typer.echo)
+    except LocalError as exc:
+        _fail(str(exc))
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop exactly the local processes `up` started (by recorded pid)."""
+    from hub.local import LocalStack
+
+    if not LocalStack(_config().local).down(echo=typer.echo):
+        typer.echo("nothing was running")
+
+
+@local_app.command("status")
+def local_status() -> None:
+    """Show the local processes: pid, address, log, running or not."""
+    from hub.local import LocalStack
+
+    status = LocalStack(_config().local).status()
+    if not status:
+        typer.echo("not started")
+    for name, part in status.items():
+        state = "running" if part["running"] else "stopped"
+        typer.echo(f"{name:9} {state:8} pid {part['pid']}  {part['url']}  log {part['log']}")
+    if not all(p["running"] for p in status.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error.")) -> None:
+    """Run a hub worker in the foreground: validate ingest.* into edu.* or the DLQ; serve /metrics."""
+    from hub.worker import run_worker
+
+    config = _config()
+    if not config.sources:
+        _fail("hub.yaml declares no `sources`: add at least one source system (sources: [{id: exam-reg}])", 2)
+    run_worker(config, loglevel=loglevel)
+
+
+@app.command()
+def ingest(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Envelopes, one JSON object per line."),
+    source: str = typer.Option(..., "--source", "-s", help="Source system id: publishes to ingest.<source>."),
+) -> None:
+    """Publish envelopes from a JSONL file to ingest.<source> (idempotent producer, keyed by entity key)."""
+    from hub.kafkaio import publish_envelopes
+
+    config = _config()
+    if source not in config.source_ids:
+        _fail(f"source {source!r} is not registered in hub.yaml (registered: {', '.join(config.source_ids) or 'none'})", 2)
+    with file.open("rb") as handle:
+        count = asyncio.run(publish_envelopes(
+            config.kafka.bootstrap_servers, source, handle,
+            partitions=config.kafka.ingest_partitions, replication_factor=config.kafka.replication_factor))
+    typer.echo(f"published {count} envelopes to ingest.{source}")
+
+
+@app.command("tail")
+def tail_cmd(
+    topic: str = typer.Argument(..., help="Topic to read, e.g. edu.exam.registration or hub.dlq.exam-reg."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record."),
+    as_json: bool = typer.Option(False, "--json", help="Whole records (key, headers, value) as JSON lines."),
+    max_records: Optional[int] = typer.Option(None, "--max", min=1, help="Exit after this many records."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Exit after this many seconds of silence."),
+) -> None:
+    """Print a topic's records decoded (Avro via the registry, JSON otherwise), one per line."""
+    from hub.kafkaio import tail
+    from hub.registry import SchemaRegistry
+
+    config = _config()
+
+    async def go() -> None:
+        async with SchemaRegistry(config.registry.url) as registry:
+            async for record in tail(config.kafka.bootstrap_servers, topic, registry=registry,
+                                     from_beginning=from_beginning, max_records=max_records, timeout_s=timeout):
+                line = record if as_json else {"key": record["key"], "value": record["value"]}
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+
+    try:
+        asyncio.run(go())
+    except LookupError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,308 @@
+"""Local real parts: a single-node Kafka (KRaft) and an Apicurio registry, as processes we own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import httpx
+
+from hub.config import LocalConfig
+
+DEPLOY_DIR = Path(os.environ.get("EDUHUB_DEPLOY_DIR", Path(__file__).resolve().parent.parent / "deploy"))
+KAFKA_POM = DEPLOY_DIR / "kafka" / "pom.xml"
+REGISTRY_POM = DEPLOY_DIR / "registry" / "pom.xml"
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+
+
+class LocalError(Exception):
+    """A local part could not be resolved, started or stopped; the message says what to do."""
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _mvn(args: list[str], log_path: Path) -> None:
+    if shutil.which("mvn") is None:
+        raise LocalError("Maven (mvn) is not on PATH: install it (Debian: apt-get install maven)")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        done = subprocess.run(["mvn", "-B", "-q", *args], stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise LocalError(f"mvn {' '.join(args)} failed (exit {done.returncode}); see {log_path}")
+
+
+def resolve_kafka(cache_dir: Path) -> Path:
+    """The folder of Kafka's jars, resolved from deploy/kafka/pom.xml with Maven on first use."""
+    libs = cache_dir / f"kafka-{_fingerprint(KAFKA_POM)}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _mvn(["-f", str(KAFKA_POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+         cache_dir / "logs" / "mvn-kafka.log")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    (libs / ".complete").touch()
+    return libs
+
+
+def resolve_registry(cache_dir: Path) -> Path:
+    """The runnable jar of Apicurio Registry, copied from Maven Central and unpacked on first use."""
+    home = cache_dir / f"registry-{_fingerprint(REGISTRY_POM)}"
+    if not (home / ".complete").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        download = home / "download"
+        _mvn(["-f", str(REGISTRY_POM), "dependency:copy", f"-Dregistry.outputDirectory={download}"],
+             cache_dir / "logs" / "mvn-registry.log")
+        archives = list(download.glob("*.tar.gz"))
+        if len(archives) != 1:
+            raise LocalError(f"expected one registry archive in {download}, found {archives}")
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(home / "app", filter="data")
+        archives[0].unlink()
+        (home / ".complete").touch()
+    # 3.0.x ships `*-runner.jar`; later versions ship `quarkus-run.jar`.
+    jars = sorted((home / "app").glob("quarkus-run.jar")) + sorted((home / "app").glob("*-runner.jar"))
+    if not jars:
+        raise LocalError(f"no runnable jar in {home / 'app'}; delete {home} and run `eduhub local up` again")
+    return jars[0]
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """True when `pid` is running and is one of ours (its command line carries our marker)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if marker.encode() not in cmdline:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Part:
+    name: str
+    pid: int
+    log: str
+    url: str
+
+
+class LocalStack:
+    """The local broker and registry of one state folder: start, check, stop exactly what we started.
+
+    Example::
+
+        stack = LocalStack(LocalConfig(kafka_port=19092, controller_port=19093, registry_port=18081,
+                                       state_dir=Path("/tmp/eduhub-test")))
+        stack.up()       # resolves jars on first use, starts Kafka then the registry, waits for both
+        stack.status()   # {"kafka": {...pid, log, url, running}, "registry": {...}}
+        stack.down()     # SIGTERM, then SIGKILL after 30 s, by the recorded pids only
+    """
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir).resolve()
+        self.cache_dir = Path(config.cache_dir).expanduser()
+        self.pid_file = self.state_dir / "pids.json"
+        self.logs = self.state_dir / "logs"
+        # Passed to each JVM as a system property, so a pid is only ever taken for ours.
+        self.marker = f"-Deduhub.local={self.state_dir}"
+        self._children: dict[int, subprocess.Popen] = {}
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.config.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.registry_port}/apis/ccompat/v7"
+
+    def _read_pids(self) -> dict[str, Part]:
+        try:
+            raw = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: Part(**part) for name, part in raw.items()}
+
+    def _write_pids(self, parts: dict[str, Part]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps({n: p.__dict__ for n, p in parts.items()}, indent=2))
+
+    def status(self) -> dict[str, dict]:
+        return {
+            name: {**part.__dict__, "running": _alive(part.pid, self.marker)}
+            for name, part in self._read_pids().items()
+        }
+
+    def up(self, echo=print) -> dict[str, Part]:
+        """Start what is not running yet (running twice is harmless) and wait until both answer."""
+        parts = self._read_pids()
+        java = shutil.which("java")
+        if java is None:
+            raise LocalError("Java is not on PATH: install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+        kafka = parts.get("kafka")
+        if kafka is None or not _alive(kafka.pid, self.marker):
+            echo("resolving Kafka jars (Maven; first time only)…")
+            libs = resolve_kafka(self.cache_dir)
+            kafka = self._start_kafka(java, libs)
+            parts["kafka"] = kafka
+            self._write_pids(parts)
+        self._wait(kafka, self._kafka_answers)
+        echo(f"kafka     {kafka.url}  pid {kafka.pid}  log {kafka.log}")
+
+        registry = parts.get("registry")
+        if registry is None or not _alive(registry.pid, self.marker):
+            echo("resolving Apicurio Registry (Maven; first time only)…")
+            jar = resolve_registry(self.cache_dir)
+            registry = self._start_registry(java, jar)
+            parts["registry"] = registry
+            self._write_pids(parts)
+        self._wait(registry, self._registry_answers)
+        echo(f"registry  {registry.url}  pid {registry.pid}  log {registry.log}")
+        return parts
+
+    def _spawn(self, name: str, argv: list[str], url: str, cwd: Path) -> Part:
+        log_path = self.logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            # A session of its own: Ctrl-C in the caller's terminal does not reach it half-way,
+            # and `down` can signal it and its children as one group.
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=cwd, start_new_session=True)
+        self._children[process.pid] = process
+        return Part(name, process.pid, str(log_path), url)
+
+    def _start_kafka(self, java: str, libs: Path) -> Part:
+        cfg = self.config
+        data_dir = self.state_dir / "kafka-data"
+        properties = self.state_dir / "server.properties"
+        template = Template((DEPLOY_DIR / "kafka" / "server.properties").read_text())
+        properties.write_text(template.substitute(
+            kafka_port=cfg.kafka_port, controller_port=cfg.controller_port, data_dir=data_dir))
+        classpath = f"{libs}/*"
+        if not (data_dir / "meta.properties").exists():
+            formatted = subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                 "-t", _cluster_id(), "-c", str(properties)],
+                capture_output=True, text=True, check=False)
+            if formatted.returncode != 0:
+                raise LocalError(f"formatting KRaft storage failed: {formatted.stderr or formatted.stdout}")
+        argv = [java, self.marker, f"-Xmx{cfg.kafka_heap}", f"-Xms{cfg.kafka_heap}",
+                f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'kafka' / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.logs}", "-cp", classpath, "kafka.Kafka", str(properties)]
+        return self._spawn("kafka", argv, self.bootstrap_servers, self.state_dir)
+
+    def _start_registry(self, java: str, jar: Path) -> Part:
+        cfg = self.config
+        argv = [java, self.marker, f"-Xmx{cfg.registry_heap}",
+                f"-Dquarkus.http.port={cfg.registry_port}", "-Dquarkus.http.host=127.0.0.1",
+                # Schemas live in a Kafka topic (like Confluent's _schemas), so ids survive restarts.
+                "-Dapicurio.storage.kind=kafkasql",
+                f"-Dapicurio.kafkasql.bootstrap.servers={self.bootstrap_servers}",
+                "-jar", str(jar)]
+        return self._spawn("registry", argv, self.registry_url, jar.parent)
+
+    def _kafka_answers(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        # Refused connections are expected while the broker boots; aiokafka logs each one.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+        async def probe() -> bool:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return True
+            except Exception:
+                return False
+            finally:
+                await admin.close()
+
+        return asyncio.run(probe())
+
+    def _registry_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.registry_url}/subjects", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait(self, part: Part, answers) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        child = self._children.get(part.pid)
+        while time.monotonic() < deadline:
+            # A child we just spawned may not have exec'd java yet, so ask the handle, not /proc.
+            running = child.poll() is None if child is not None else _alive(part.pid, self.marker)
+            if not running:
+                raise LocalError(f"{part.name} (pid {part.pid}) exited during start-up; its log ends:\n"
+                                 f"{_tail(Path(part.log))}")
+            if answers():
+                return
+            time.sleep(0.5)
+        raise LocalError(f"{part.name} did not answer within {START_TIMEOUT_S:.0f} s; see {part.log}")
+
+    def down(self, echo=print) -> list[int]:
+        """Stop the processes this state folder started (registry first), by recorded pid only."""
+        parts = self._read_pids()
+        stopped = []
+        for name in ("registry", "kafka"):
+            part = parts.get(name)
+            if part is None:
+                continue
+            if _alive(part.pid, self.marker):
+                self._stop(part)
+                stopped.append(part.pid)
+                echo(f"stopped {name} (pid {part.pid})")
+            del parts[name]
+            self._write_pids(parts)
+        return stopped
+
+    def _stop(self, part: Part) -> None:
+        os.killpg(part.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not _alive(part.pid, self.marker):
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(part.pid, signal.SIGKILL)
+        try:  # reap it if it is our child, so no zombie is left behind
+            os.waitpid(part.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass

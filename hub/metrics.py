@@ -1,0 +1,42 @@
+"""Metric definitions: every Prometheus metric the hub exports, named `eduhub_*`, labels shared."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from hub import __version__
+
+
+class HubMetrics:
+    """The hub's metrics on one registry (a fresh registry per worker keeps tests independent)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.ingested = Counter(
+            "eduhub_events_ingested", "Events read from ingest topics.", ["source", "entity"], registry=r
+        )
+        self.valid = Counter(
+            "eduhub_events_valid", "Events that passed validation and were written to a canonical topic.",
+            ["source", "entity"], registry=r,
+        )
+        self.invalid = Counter(
+            "eduhub_events_invalid", "Events that failed validation, by the first rule they broke.",
+            ["source", "entity", "rule"], registry=r,
+        )
+        self.dlq_writes = Counter(
+            "eduhub_dlq_writes", "Records written to a dead-letter topic.", ["source", "stage"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "eduhub_stage_batch_seconds", "Time to process and commit one batch, per stage.", ["stage"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
+        self.registry_errors = Counter(
+            "eduhub_registry_errors", "Failed schema registry requests.", ["operation"], registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "eduhub_assigned_partitions", "Partitions currently assigned to this worker, per stage.", ["stage"],
+            registry=r,
+        )
+        self.build = Info("eduhub_build", "Version of the running hub.", registry=r)
+        self.build.info({"version": __version__})

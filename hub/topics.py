@@ -1,0 +1,50 @@
+"""Topic names of the flow, and creating the topics a stage needs before it runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = 36
+
+
+def ingest_topic(source: str) -> str:
+    return f"ingest.{source}"
+
+
+def source_of_ingest_topic(topic: str) -> str:
+    return topic.removeprefix("ingest.")
+
+
+def canonical_topic(entity: str) -> str:
+    return f"edu.{entity}"
+
+
+def dlq_topic(source: str) -> str:
+    return f"hub.dlq.{source}"
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int) -> list[str]:
+    """Create the (name, partitions) topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in topics if name not in existing]
+        if not wanted:
+            return []
+        response = await admin.create_topics(wanted)
+        created = []
+        for name, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
+                message = rest[0] if rest else ""
+                raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+        log.info("created topics %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()
