@@ -91,6 +91,9 @@ class WorkerConfig(_Section):
     )
     web_host: str = Field("127.0.0.1", description="address the worker's HTTP server binds")
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics, /healthz, /readyz and the status page")
+    data_dir: Path = Field(
+        Path(".eduhub/worker"), description="folder for the worker's local files (Faust's datadir)"
+    )
     batch_max_records: int = Field(
         5000, ge=1, le=100_000, description="most records the validate stage reads and commits in one transaction"
     )

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.registry import SchemaRegistry
 from hub.schemas import MAGIC, to_json
-from hub.topics import ensure_topics, ingest_topic
+from hub.topics import ensure_topics, ingest_topic, partitions_of
 
 
 def envelope_key(line: bytes) -> bytes | None:
@@ -75,16 +75,11 @@ async def tail(bootstrap_servers: str, topic: str, *, registry: SchemaRegistry |
 
     Reads committed data only (as a subscriber does) and joins no consumer group.
     """
+    assigned = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                                 isolation_level="read_committed", group_id=None)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # refreshes metadata: the topic may be new
-            raise LookupError(f"topic {topic} does not exist")
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)

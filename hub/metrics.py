@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from hub import __version__
+
+# `*_created` series double the exposition and no dashboard of ours reads them.
+disable_created_metrics()
 
 
 class HubMetrics:

@@ -48,3 +48,16 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]
         return created
     finally:
         await admin.close()
+
+
+async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+    """The partition numbers of a topic; LookupError when it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0]["error_code"] != 0:
+        raise LookupError(f"topic {topic} does not exist")
+    return sorted(p["partition"] for p in described[0]["partitions"])

@@ -46,13 +46,15 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     catalogue = catalogue or Catalogue.load()
     metrics = metrics or HubMetrics()
     kafka = config.kafka
+    datadir = Path(config.worker.data_dir) / config.worker.instance_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         APP_ID,
         broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",")],
         web_host=config.worker.web_host,
         web_bind=config.worker.web_host,
         web_port=config.worker.web_port,
-        datadir=str(Path(config.local.state_dir) / "worker" / config.worker.instance_id),
+        datadir=str(datadir),
         topic_replication_factor=kafka.replication_factor,
         topic_partitions=kafka.canonical_partitions,
         store="memory://",
