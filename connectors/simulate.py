@@ -212,7 +212,20 @@ class ExamRegistrationSimulator:
         self._used_ids: set[str] = set()
         # registration_id -> (last valid data sent, when it was sent); updates build on it.
         self._registrations: dict[str, tuple[dict[str, Any], datetime]] = {}
+        # Registrations that may still be updated, kept as a list for an O(1) random pick.
+        self._open: list[str] = []
+        self._open_at: dict[str, int] = {}
         self._outbox_seq = 0
+
+    def _close(self, registration_id: str) -> None:
+        """Take a cancelled registration out of the open list (swap with the last: O(1))."""
+        index = self._open_at.pop(registration_id, None)
+        if index is None:
+            return
+        last = self._open.pop()
+        if last != registration_id:
+            self._open[index] = last
+            self._open_at[last] = index
 
     # -- public API ---------------------------------------------------------------------
 
@@ -221,15 +234,20 @@ class ExamRegistrationSimulator:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         rng = self.rng
         self._outbox_seq += 1
-        open_ids = [rid for rid, (data, _) in self._registrations.items() if data["status"] != "CANCELLED"]
-        if open_ids and rng.random() < self.update_ratio:
+        if self._open and rng.random() < self.update_ratio:
             op = "u"
-            data, occurred = self._update(rng.choice(open_ids), now)
+            data, occurred = self._update(rng.choice(self._open), now)
         else:
             op = "c"
             data = self._registration(now)
             occurred = datetime.fromisoformat(data["registered_at"])
-        self._registrations[data["registration_id"]] = (copy.deepcopy(data), occurred)
+        registration_id = data["registration_id"]
+        self._registrations[registration_id] = (copy.deepcopy(data), occurred)
+        if data["status"] == "CANCELLED":
+            self._close(registration_id)
+        elif registration_id not in self._open_at:
+            self._open_at[registration_id] = len(self._open)
+            self._open.append(registration_id)
 
         envelope: dict[str, Any] = {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),

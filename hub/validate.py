@@ -92,8 +92,10 @@ class ValidateStage:
 
     def __init__(self, *, validator: Validator, schema_ids: dict[str, int], bootstrap_servers: str,
                  sources: list[str], group_id: str, transactional_id: str, metrics: HubMetrics,
-                 batch_max_records: int = 5000, batch_max_wait_ms: int = 50) -> None:
+                 batch_max_records: int = 5000, batch_max_wait_ms: int = 50, topic_prefix: str = "") -> None:
         self.validator = validator
+        # Output topics get this prefix; only the benchmark sets it, to keep its output apart.
+        self.topic_prefix = topic_prefix
         self.schema_ids = schema_ids
         self.metrics = metrics
         self.group_id = group_id
@@ -117,6 +119,7 @@ class ValidateStage:
             max_batch_size=512 * 1024,
         )
         self.processed = 0
+        self.first_batch_at: float | None = None  # perf_counter() of the first batch read
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -142,6 +145,8 @@ class ValidateStage:
             if not batches:
                 continue
             started = time.perf_counter()
+            if self.first_batch_at is None:
+                self.first_batch_at = started
             try:
                 await self._process(batches)
             except KafkaError:
@@ -178,7 +183,7 @@ class ValidateStage:
                         if result.record is not None:
                             value = result.entity.encode(self.schema_ids[envelope.entity], result.record)
                         await send(
-                            result.entity.topic, value, key=envelope.key.encode(),
+                            self.topic_prefix + result.entity.topic, value, key=envelope.key.encode(),
                             timestamp_ms=int(envelope.occurred_at.timestamp() * 1000),
                             headers=envelope.headers(),
                         )
@@ -189,7 +194,7 @@ class ValidateStage:
                             result.problems, stage=STAGE, topic=tp.topic, partition=tp.partition,
                             offset=message.offset, event_id=result.event_id, original=message.headers or (),
                         )
-                        await send(dlq_topic(source), message.value, key=message.key, headers=headers)
+                        await send(self.topic_prefix + dlq_topic(source), message.value, key=message.key, headers=headers)
                         metrics.invalid.labels(source, result.entity, result.problems[0].rule).inc()
                         metrics.dlq_writes.labels(source, STAGE).inc()
                 offsets[tp] = messages[-1].offset + 1

@@ -1,0 +1,5 @@
+"""`python -m hub` runs the eduhub command line."""
+
+from hub.cli import main
+
+main()

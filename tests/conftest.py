@@ -1,0 +1,126 @@
+"""Shared fixtures: the real local Kafka broker and Apicurio registry, and hub workers as processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from hub.config import HubConfig, LocalConfig, load_config
+from hub.local import LocalStack
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parent.parent
+# Ports of the suite's own broker and registry, apart from a `make run` stack on the defaults.
+TEST_PORTS = {"kafka_port": 29092, "controller_port": 29093, "registry_port": 28081}
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        message = f"{tool} is not installed: the integration suite needs it (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(message)  # in CI a missing service is a failure, never a skip
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory) -> LocalStack:
+    """A real single-node Kafka and Apicurio registry for the whole session, stopped at the end."""
+    _need("java")
+    _need("mvn")
+    state_dir = Path(os.environ.get("EDUHUB_TEST_STATE_DIR", tmp_path_factory.mktemp("local")))
+    stack = LocalStack(LocalConfig(state_dir=state_dir, **TEST_PORTS))
+    try:
+        stack.up(echo=lambda line: print(line, file=sys.stderr))
+    except Exception:
+        stack.down(echo=lambda line: None)
+        raise
+    yield stack
+    stack.down(echo=lambda line: None)
+
+
+def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port: int, instance_id: str) -> Path:
+    document = {
+        "kafka": {"bootstrap_servers": stack.bootstrap_servers, "ingest_partitions": 3, "canonical_partitions": 3},
+        "registry": {"url": stack.registry_url},
+        "worker": {"instance_id": instance_id, "web_port": web_port, "data_dir": str(path.parent / "worker-data")},
+        "sources": [{"id": s} for s in sources],
+        "local": {"state_dir": str(stack.state_dir), **TEST_PORTS},
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+class WorkerProcess:
+    """`eduhub worker` as a child process, stopped by its pid."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.config: HubConfig = load_config(config_path, environ={})
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config.worker.web_port}"
+
+    def start(self, ready_timeout: float = 120.0) -> "WorkerProcess":
+        env = {**os.environ, "EDUHUB_CONFIG": str(self.config_path)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "hub", "worker"], stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"worker not ready in {ready_timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def unique_source() -> str:
+    return f"it-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def start_worker(local_stack, tmp_path):
+    """Factory: start a worker for the given sources; every worker started is stopped afterwards."""
+    started: list[WorkerProcess] = []
+    ports = iter(range(26066, 26100))
+
+    def start(sources: list[str], instance_id: str = "it-1") -> WorkerProcess:
+        port = next(ports)
+        config = write_config(tmp_path / f"hub-{port}.yaml", local_stack, sources, web_port=port,
+                              instance_id=f"{instance_id}-{uuid.uuid4().hex[:6]}")
+        worker = WorkerProcess(config, tmp_path / f"worker-{port}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

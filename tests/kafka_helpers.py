@@ -1,0 +1,115 @@
+"""Test helpers that talk to the real broker directly (not through the hub's own code paths)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described[0]["partitions"]) if described[0]["error_code"] == 0 else []
+
+
+async def _read_until(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s: float) -> list:
+    partitions = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound_s
+    while not partitions and loop.time() < deadline:
+        partitions = await _partitions(bootstrap, topic)
+        if not partitions:
+            await asyncio.sleep(0.5)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    records: list = []
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while loop.time() < deadline and not done(records):
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s: float = 60.0) -> list:
+    """Committed records of a topic from the beginning, read until `done(records)` or the bound."""
+    return asyncio.run(_read_until(bootstrap, topic, done, bound_s))
+
+
+def produce_raw(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) pairs as they are, in order, and wait for the acknowledgements."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            for key, value in values:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def header(record, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode()
+    return None
+
+
+def registration_envelope(source: str, **overrides: Any) -> dict[str, Any]:
+    """A valid exam.registration envelope with a fresh event_id and registration_id."""
+    registration_id = overrides.pop("registration_id", f"2026{uuid.uuid4().int % 10**8:08d}")
+    now = datetime.now(timezone(timedelta(hours=7))).replace(microsecond=0)
+    data = {
+        "registration_id": registration_id,
+        "exam_year": 2026,
+        "council_code": "03",
+        "national_id": "031208001234",
+        "full_name": "Nguyễn Thị Thu Hà",
+        "date_of_birth": "2008-05-01",
+        "gender": "FEMALE",
+        "candidate_type": "CURRENT_STUDENT",
+        "school_code": "31THPT001",
+        "subjects": ["MATH", "LITERATURE", "HISTORY", "FOREIGN_LANGUAGE"],
+        "foreign_language": "N1",
+        "language_exemption": False,
+        "exemption_certificate": None,
+        "priority_area": "KV2",
+        "priority_group": None,
+        "registered_at": (now - timedelta(minutes=1)).isoformat(),
+        "status": "SUBMITTED",
+    }
+    data.update(overrides.pop("data", {}))
+    envelope = {
+        "event_id": str(uuid.uuid4()),
+        "source": source,
+        "entity": "exam.registration",
+        "op": "c",
+        "key": registration_id,
+        "occurred_at": now.isoformat(),
+        "data": data,
+    }
+    envelope.update(overrides)
+    return envelope
+
+
+def encode(envelope: dict) -> bytes:
+    return json.dumps(envelope, ensure_ascii=False).encode()
