@@ -21,6 +21,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EDUHUB_REGISTRY_USERNAME": ("registry", "username"),
     "EDUHUB_REGISTRY_PASSWORD": ("registry", "password"),
     "EDUHUB_WORKER_INSTANCE_ID": ("worker", "instance_id"),
+    "EDUHUB_WEB_HOST": ("worker", "web_host"),
     "EDUHUB_WEB_PORT": ("worker", "web_port"),
     "EDUHUB_LOCAL_KAFKA_PORT": ("local", "kafka_port"),
     "EDUHUB_LOCAL_REGISTRY_PORT": ("local", "registry_port"),
@@ -95,7 +96,7 @@ class WorkerConfig(_Section):
         Path(".eduhub/worker"), description="folder for the worker's local files (Faust's datadir)"
     )
     batch_max_records: int = Field(
-        5000, ge=1, le=100_000, description="most records the validate stage reads and commits in one transaction"
+        20_000, ge=1, le=100_000, description="most records the validate stage reads and commits in one transaction"
     )
     batch_max_wait_ms: int = Field(
         50, ge=0, le=10_000, description="longest the validate stage waits to fill a batch, in ms"

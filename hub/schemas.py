@@ -28,6 +28,8 @@ _MISSING = object()
 
 def normalize_text(value: str) -> str:
     """NFC, trimmed, inner whitespace runs collapsed to one space (data dictionary §2)."""
+    if value.isascii():  # ASCII is already NFC; most codes and ids are ASCII
+        return " ".join(value.split())
     return " ".join(unicodedata.normalize("NFC", value).split())
 
 
@@ -122,6 +124,9 @@ class _Compiler:
         for f in schema["fields"]:
             fields.append((f["name"], self.compile(f["type"], space), f.get("default", _MISSING), "default" in f))
         names = frozenset(name for name, *_ in fields)
+        # Child paths per parent path, built once: formatting them for every event cost more
+        # than converting the values.
+        child_paths: dict[str, tuple[str, ...]] = {}
 
         def convert(value: Any, path: str, problems: list[Problem]) -> Any:
             if not isinstance(value, dict):
@@ -132,16 +137,20 @@ class _Compiler:
                     problems.append(
                         Problem(f"{path}.{name}", "schema.unknown_field", f"{path}.{name} is not a field of this schema")
                     )
+            paths = child_paths.get(path)
+            if paths is None:
+                paths = child_paths[path] = tuple(f"{path}.{name}" for name, *_ in fields)
             out = {}
-            for name, conv, default, has_default in fields:
-                item = value.get(name, _MISSING)
+            get = value.get
+            for (name, conv, default, has_default), child in zip(fields, paths):
+                item = get(name, _MISSING)
                 if item is _MISSING:
                     if has_default:
                         out[name] = default
                         continue
-                    problems.append(Problem(f"{path}.{name}", "schema.required", f"{path}.{name} is required"))
+                    problems.append(Problem(child, "schema.required", f"{child} is required"))
                     continue
-                out[name] = conv(item, f"{path}.{name}", problems)
+                out[name] = conv(item, child, problems)
             return out
 
         placeholder.append(convert)
@@ -254,11 +263,21 @@ def _enum(symbols: list[str]) -> Converter:
 
 
 def _array(item: Converter) -> Converter:
+    item_paths: dict[tuple[str, int], str] = {}
+
+    def item_path(path: str, index: int) -> str:
+        found = item_paths.get((path, index))
+        if found is None:
+            found = f"{path}[{index}]"
+            if index < 64:  # arrays in the contract are short; do not let the cache grow unbounded
+                item_paths[(path, index)] = found
+        return found
+
     def convert(value: Any, path: str, problems: list[Problem]) -> Any:
         if not isinstance(value, list):
             _mismatch(value, path, "an array", problems)
             return None
-        return [item(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [item(v, item_path(path, i), problems) for i, v in enumerate(value)]
 
     return convert
 

@@ -1,0 +1,16 @@
+# The hub worker image used by docker-compose.yml (and by a cluster deployment).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY hub ./hub
+COPY connectors ./connectors
+COPY schemas ./schemas
+COPY deploy ./deploy
+COPY hub.yaml ./hub.yaml
+RUN pip install --no-cache-dir .
+# The schema catalogue is read from /app/schemas; hub.yaml from EDUHUB_CONFIG.
+ENV EDUHUB_CONFIG=/app/hub.yaml
+EXPOSE 6066
+USER nobody
+ENTRYPOINT ["eduhub"]
+CMD ["worker"]

@@ -1,0 +1,88 @@
+"""Keyed batch producing: records go into per-partition batches, partitioned as Java clients do."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class RecordTooLarge(Exception):
+    """A single record does not fit in an empty batch (raise max_batch_size or shrink the record)."""
+
+
+class BatchWriter:
+    """Appends records to per-partition batches of one producer; full batches are sent on `drain`.
+
+    Cheaper per record than ``await producer.send(...)`` (no coroutine, future or metadata
+    wait per record), which matters on the hot path. Keys map to partitions with murmur2
+    exactly as the Java client's default partitioner does, so every client agrees where a key
+    lives.
+
+    Example::
+
+        writer = BatchWriter(producer)
+        await writer.prepare(["edu.exam.registration"])   # learn partition counts
+        async with producer.transaction():
+            writer.append("edu.exam.registration", b"key", b"value", timestamp_ms, headers)
+            await writer.flush()     # send everything and wait for acks, before the commit
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._open: dict[tuple[str, int], object] = {}
+        self._full: list[tuple[tuple[str, int], object]] = []
+        self._sent: list[asyncio.Future] = []
+        self._round_robin = itertools.count()
+
+    async def prepare(self, topics: Iterable[str], refresh: bool = False) -> None:
+        """Learn the partitions of the topics `append` will write to (from cached metadata)."""
+        for topic in topics:
+            if refresh or topic not in self._partitions:
+                self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
+               headers: Headers) -> None:
+        partitions = self._partitions[topic]  # KeyError: call prepare() for the topic first
+        if key is None:
+            partition = partitions[next(self._round_robin) % len(partitions)]
+        else:
+            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        tp = (topic, partition)
+        batch = self._open.get(tp)
+        if batch is None:
+            batch = self._open[tp] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
+            self._full.append((tp, batch))
+            batch = self._open[tp] = self.producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
+                raise RecordTooLarge(f"a record for {topic} does not fit in one batch")
+
+    async def drain(self) -> None:
+        """Hand the full batches to the producer (keeps memory bounded during a long batch)."""
+        full, self._full = self._full, []
+        for tp, batch in full:
+            self._sent.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+
+    async def flush(self) -> None:
+        """Send every batch, open or full, and wait until Kafka acknowledged all of them."""
+        await self.drain()
+        for tp, batch in self._open.items():
+            if batch.record_count():
+                self._sent.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+        self._open.clear()
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.gather(*sent)
+
+    def discard(self) -> None:
+        """Drop unsent batches (after an aborted transaction)."""
+        self._open.clear()
+        self._full.clear()
+        self._sent.clear()
