@@ -8,8 +8,8 @@ COPY schemas ./schemas
 COPY deploy ./deploy
 COPY hub.yaml ./hub.yaml
 RUN pip install --no-cache-dir .
-# The schema catalogue is read from /app/schemas; hub.yaml from EDUHUB_CONFIG.
-ENV EDUHUB_CONFIG=/app/hub.yaml
+# The installed package does not carry schemas/ and deploy/: point the hub at the copies.
+ENV EDUHUB_CONFIG=/app/hub.yaml EDUHUB_SCHEMA_DIR=/app/schemas EDUHUB_DEPLOY_DIR=/app/deploy
 EXPOSE 6066
 USER nobody
 ENTRYPOINT ["eduhub"]

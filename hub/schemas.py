@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import unicodedata
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ import fastavro
 from hub.envelope import Problem, parse_timestamp
 from hub.topics import canonical_topic
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The repository's schemas/ folder; an installed hub (the container image) sets EDUHUB_SCHEMA_DIR.
+SCHEMA_DIR = Path(os.environ.get("EDUHUB_SCHEMA_DIR", Path(__file__).resolve().parent.parent / "schemas"))
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 
