@@ -21,6 +21,8 @@ from hub.local import LocalStack
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent
 # Ports of the suite's own broker and registry, apart from a `make run` stack on the defaults.
+# All below 32768: Linux hands out ports from 32768 up to outgoing connections, and a listener
+# there can find its port taken.
 TEST_PORTS = {"kafka_port": 29092, "controller_port": 29093, "registry_port": 28081}
 
 

@@ -121,8 +121,8 @@ def test_metrics_count_ingested_valid_and_invalid_per_source_and_entity(local_st
 
 def test_local_down_leaves_no_process_of_ours(tmp_path):
     """A stack of its own (other ports), so the session's shared stack keeps running."""
-    stack = LocalStack(LocalConfig(state_dir=tmp_path / "own", kafka_port=39092, controller_port=39093,
-                                   registry_port=38081))
+    stack = LocalStack(LocalConfig(state_dir=tmp_path / "own", kafka_port=27092, controller_port=27093,
+                                   registry_port=27081))
     try:
         parts = stack.up(echo=lambda line: None)
         pids = [p.pid for p in parts.values()]
