@@ -115,10 +115,11 @@ def start_worker(local_stack, tmp_path):
     started: list[WorkerProcess] = []
     ports = iter(range(26066, 26100))
 
-    def start(sources: list[str], instance_id: str = "it-1") -> WorkerProcess:
+    def start(sources: list[str], instance_id: str | None = None) -> WorkerProcess:
+        """A restarted worker passes its predecessor's instance_id, so it fences its transactions."""
         port = next(ports)
         config = write_config(tmp_path / f"hub-{port}.yaml", local_stack, sources, web_port=port,
-                              instance_id=f"{instance_id}-{uuid.uuid4().hex[:6]}")
+                              instance_id=instance_id or f"it-{uuid.uuid4().hex[:8]}")
         worker = WorkerProcess(config, tmp_path / f"worker-{port}.log").start()
         started.append(worker)
         return worker

@@ -52,6 +52,48 @@ def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s
     return asyncio.run(_read_until(bootstrap, topic, done, bound_s))
 
 
+def read_to_end(bootstrap: str, topic: str) -> list:
+    """Every committed record of a topic up to its current end (a snapshot, no waiting)."""
+
+    async def go() -> list:
+        partitions = await _partitions(bootstrap, topic)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    isolation_level="read_committed")
+        await consumer.start()
+        records: list = []
+        try:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)  # last stable offsets under read_committed
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, messages in batch.items():
+                    records.extend(messages)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(go())
+
+
+def wait_until(predicate: Callable[[], bool], bound_s: float = 60.0, interval_s: float = 0.5) -> bool:
+    """Poll `predicate` until it holds or the bound passes; returns its last value (assert on that)."""
+    import time
+
+    deadline = time.monotonic() + bound_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
 def produce_raw(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
     """Produce (key, value) pairs as they are, in order, and wait for the acknowledgements."""
 

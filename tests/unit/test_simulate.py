@@ -35,13 +35,13 @@ SCHEMA = json.loads((ROOT / "schemas" / "exam" / "registration.avsc").read_text(
 
 
 def _enum(type_name: str) -> set[str]:
-    """Symbols of a named enum anywhere in the registration schema."""
+    """Symbols of a named enum in the registration schema, without the reader-only default."""
     found: list[set[str]] = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             if node.get("type") == "enum" and node.get("name") == type_name:
-                found.append(set(node["symbols"]))
+                found.append(set(node["symbols"]) - {node.get("default")})
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
