@@ -14,8 +14,12 @@ from hub.config import ConfigError, HubConfig, load_config
 
 app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration hub.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+schemas_app = typer.Typer(help="The Avro data contract: compatibility checks and publishing.", no_args_is_help=True)
+docs_app = typer.Typer(help="Documents generated from the schemas, for app teams.", no_args_is_help=True)
 local_app = typer.Typer(help="The local Kafka broker and schema registry (real processes).", no_args_is_help=True)
 app.add_typer(local_app, name="local")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(docs_app, name="docs")
 
 _state: dict[str, Optional[Path]] = {"config": None}
 
@@ -89,6 +93,37 @@ def worker(loglevel: str = typer.Option("info", help="Log level: debug, info, wa
     if not config.sources:
         _fail("hub.yaml declares no `sources`: add at least one source system (sources: [{id: exam-reg}])", 2)
     run_worker(config, loglevel=loglevel)
+
+
+@app.command()
+def validate(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Envelopes, one JSON object per line."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON result per line (the public shape)."),
+) -> None:
+    """Validate envelopes offline (no broker, no registry); exit 0 all valid, 1 any invalid, 2 usage error."""
+    from hub.schemas import Catalogue
+    from hub.validate import Validator, report
+
+    config = _config()
+    validator = Validator(Catalogue.load(), sources=None, council_code=config.exam.council_code)
+    invalid = 0
+    out = sys.stdout
+    with file.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            result = report(validator.validate(line))
+            invalid += not result["valid"]
+            if as_json:
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+            elif result["valid"]:
+                out.write(f"line {number}: valid   {result['topic']} key={result['key']}\n")
+            else:
+                for error in result["errors"]:
+                    out.write(f"line {number}: INVALID {error['field'] or '(envelope)'} [{error['rule']}] "
+                              f"{error['message']}\n")
+    if invalid:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -166,6 +201,94 @@ def bench(
     for figure in figures:
         typer.echo(f"{figure.name:58} {figure.events:>8} events {figure.seconds:7.2f} s {figure.rate:>10,.0f} /s")
     typer.echo(f"hub / plain = {hub_stage.rate / plain.rate:.2f}")
+
+
+def _registry(config: HubConfig):
+    from hub.registry import SchemaRegistry
+
+    password = config.registry.password.get_secret_value() if config.registry.password else None
+    return SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
+                          timeout=config.registry.timeout_s)
+
+
+@schemas_app.command("check")
+def schemas_check(
+    registry: bool = typer.Option(True, "--registry/--no-registry", help="Compare with every registered version."),
+    git: bool = typer.Option(True, "--git/--no-git", help="Compare with every committed version in git."),
+) -> None:
+    """Fail (exit 1) if a schema in the working tree cannot read data written with an earlier version."""
+    from hub.evolution import check_against_git, check_against_registry
+    from hub.registry import RegistryError
+    from hub.schemas import Catalogue
+
+    catalogue = Catalogue.load()
+    found = check_against_git(catalogue) if git else []
+    if registry:
+        async def against_registry():
+            async with _registry(_config()) as client:
+                return await check_against_registry(catalogue, client)
+
+        try:
+            found += asyncio.run(against_registry())
+        except RegistryError as exc:
+            _fail(str(exc))
+    for problem in found:
+        typer.echo(f"INCOMPATIBLE {problem}", err=True)
+    if found:
+        raise typer.Exit(1)
+    typer.echo(f"{len(catalogue.entities)} schemas are BACKWARD_TRANSITIVE compatible with "
+               + " and ".join(x for x, on in (("the registry", registry), ("git history", git)) if on))
+
+
+@schemas_app.command("publish")
+def schemas_publish() -> None:
+    """Register every schema under its TopicNameStrategy subject (BACKWARD_TRANSITIVE)."""
+    from hub.evolution import publish
+    from hub.registry import RegistryError
+    from hub.schemas import Catalogue
+
+    async def go():
+        async with _registry(_config()) as client:
+            return await publish(Catalogue.load(), client)
+
+    try:
+        ids = asyncio.run(go())
+    except RegistryError as exc:
+        _fail(str(exc))
+    for subject, schema_id in ids.items():
+        typer.echo(f"{subject}: id {schema_id}")
+
+
+@docs_app.command("readme")
+def docs_readme(write: bool = typer.Option(False, "--write", help="Write schemas/README.md instead of printing.")) -> None:
+    """The data dictionary for app teams, generated from the schemas and rules."""
+    from hub.docs import readme
+    from hub.schemas import SCHEMA_DIR, Catalogue
+
+    text = readme(Catalogue.load())
+    if write:
+        (SCHEMA_DIR / "README.md").write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {SCHEMA_DIR / 'README.md'}")
+    else:
+        sys.stdout.write(text)
+
+
+@docs_app.command("asyncapi")
+def docs_asyncapi(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+) -> None:
+    """AsyncAPI 3.0 document (YAML) of every canonical topic with its key and value schema."""
+    import yaml
+
+    from hub.docs import asyncapi
+    from hub.schemas import Catalogue
+
+    text = yaml.safe_dump(asyncapi(Catalogue.load()), allow_unicode=True, sort_keys=False, width=100)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
 
 
 def main() -> None:

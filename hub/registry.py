@@ -17,6 +17,10 @@ COMPATIBILITY = "BACKWARD_TRANSITIVE"
 class RegistryError(Exception):
     """The registry refused a request or could not be reached; the message says which and why."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, None when the registry was not reached
+
 
 class SchemaRegistry:
     """Async client: register schemas under subjects, fetch schemas by id, decode wire format.
@@ -60,7 +64,7 @@ class SchemaRegistry:
                 detail = response.json().get("message", response.text)
             except ValueError:
                 detail = response.text
-            raise RegistryError(f"{method} {path} → HTTP {response.status_code}: {detail}")
+            raise RegistryError(f"{method} {path} → HTTP {response.status_code}: {detail}", response.status_code)
         return response.json()
 
     async def ping(self) -> bool:
@@ -82,6 +86,12 @@ class SchemaRegistry:
         """Id of a schema already registered under the subject (RegistryError when it is not)."""
         result = await self._request("POST", f"/subjects/{subject}", {"schema": schema_text})
         return int(result["id"])
+
+    async def versions(self, subject: str) -> list[int]:
+        return [int(v) for v in await self._request("GET", f"/subjects/{subject}/versions")]
+
+    async def schema_of_version(self, subject: str, version: int) -> str:
+        return (await self._request("GET", f"/subjects/{subject}/versions/{version}"))["schema"]
 
     async def schema_text(self, schema_id: int) -> str:
         return (await self._request("GET", f"/schemas/ids/{schema_id}"))["schema"]

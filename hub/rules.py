@@ -308,7 +308,7 @@ def _national_id(value: Any, path: str, problems: list[Problem], born: date | No
                 Problem(
                     path,
                     "national_id.birth_year_mismatch",
-                    f"{path}: birth year digits {value[3:6]} ({year}) disagree with date_of_birth {born.isoformat()}",
+                    f"{path}: birth year digits {value[4:6]} ({year}) disagree with date_of_birth {born.isoformat()}",
                 )
             )
     if gender is not None and gender != UNKNOWN:

@@ -17,7 +17,7 @@ from hub import dlq
 from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json
 from hub.metrics import HubMetrics
 from hub.produce import BatchWriter
-from hub.schemas import Catalogue, EntitySchema
+from hub.schemas import Catalogue, EntitySchema, to_json
 from hub.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 
 STAGE = "validate"
@@ -83,6 +83,15 @@ class Validator:
         if problems:
             return Invalid(envelope.event_id, envelope.entity, problems)
         return Valid(envelope, schema, record)
+
+
+def report(result: Valid | Invalid) -> dict[str, Any]:
+    """A validation result as the public JSON shape of `eduhub validate`."""
+    if isinstance(result, Valid):
+        envelope = result.envelope
+        return {"event_id": envelope.event_id, "valid": True, "topic": result.entity.topic, "key": envelope.key,
+                "record": to_json(result.record)}
+    return {"event_id": result.event_id, "valid": False, "errors": [p.as_dict() for p in result.problems]}
 
 
 class ValidateStage:
