@@ -127,6 +127,26 @@ def validate(
 
 
 @app.command()
+def simulate(
+    count: int = typer.Option(100, "--count", "-n", min=1, help="Envelopes to write."),
+    bad_ratio: float = typer.Option(0.0, "--bad-ratio", min=0.0, max=1.0, help="Share of deliberately bad ones."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same output."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+) -> None:
+    """Write realistic exam registration envelopes (JSONL) as the exam registration system sends them."""
+    from connectors.simulate import ExamRegistrationSimulator
+
+    simulator = ExamRegistrationSimulator(seed=seed, bad_ratio=bad_ratio)
+    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        for envelope in simulator.envelopes(count):
+            out.write(json.dumps(envelope, ensure_ascii=False) + "\n")
+    finally:
+        if output:
+            out.close()
+
+
+@app.command()
 def ingest(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Envelopes, one JSON object per line."),
     source: str = typer.Option(..., "--source", "-s", help="Source system id: publishes to ingest.<source>."),

@@ -17,6 +17,7 @@ from hub import dlq
 from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json
 from hub.metrics import HubMetrics
 from hub.produce import BatchWriter
+from hub.rules import RuleContext, apply_rules
 from hub.schemas import Catalogue, EntitySchema, to_json
 from hub.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 
@@ -51,10 +52,11 @@ class Validator:
     """
 
     def __init__(self, catalogue: Catalogue, sources: set[str] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, council_code: str = "03") -> None:
         self.catalogue = catalogue
         self.sources = frozenset(sources) if sources is not None else None
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self.context = RuleContext(council_code=council_code)
 
     def validate(self, raw: bytes | None, topic_source: str | None = None, now: datetime | None = None) -> Valid | Invalid:
         if raw is None:
@@ -74,6 +76,7 @@ class Validator:
             return Valid(envelope, schema, None)
         record, problems = schema.to_record(envelope.data)
         if record is not None:
+            problems = apply_rules(envelope.entity, record, self.context)
             key = schema.key_of(record)
             if key != envelope.key:
                 problems.append(

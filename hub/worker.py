@@ -75,7 +75,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
                 raise RuntimeError(f"cannot prepare schemas: {exc}") from exc
             await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
             stage = ValidateStage(
-                validator=Validator(catalogue, set(config.source_ids)),
+                validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
                 schema_ids=schema_ids,
                 bootstrap_servers=kafka.bootstrap_servers,
                 sources=config.source_ids,

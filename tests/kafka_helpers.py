@@ -124,7 +124,7 @@ def registration_envelope(source: str, **overrides: Any) -> dict[str, Any]:
         "registration_id": registration_id,
         "exam_year": 2026,
         "council_code": "03",
-        "national_id": "031208001234",
+        "national_id": "031308001234",
         "full_name": "Nguyễn Thị Thu Hà",
         "date_of_birth": "2008-05-01",
         "gender": "FEMALE",
