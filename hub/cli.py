@@ -101,7 +101,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="One JSON result per line (the public shape)."),
 ) -> None:
     """Validate envelopes offline (no broker, no registry); exit 0 all valid, 1 any invalid, 2 usage error."""
-    from hub.schemas import Catalogue
+    from hub.schemas import Catalogue, dumps
     from hub.validate import Validator, report
 
     config = _config()
@@ -115,7 +115,7 @@ def validate(
             result = report(validator.validate(line))
             invalid += not result["valid"]
             if as_json:
-                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                out.write(dumps(result) + "\n")
             elif result["valid"]:
                 out.write(f"line {number}: valid   {result['topic']} key={result['key']}\n")
             else:

@@ -18,6 +18,26 @@ HEADERS = {
 }
 
 
+# Choices in the schemas where the data dictionary is silent (the rules' own are in rules.DECISIONS).
+SCHEMA_DECISIONS = (
+    "Each schema file is standalone: shared types (Gender, SchoolSubject) are defined in every file "
+    "that uses them, so a subject's schema never depends on another subject's.",
+    "learning_rating and conduct_rating are two enums with the same symbols (LearningRating, "
+    "ConductRating), so either can change on its own.",
+    "school.term_result.term is a string (`1`, `2`, `YEAR`) because it is part of the key; "
+    "school.score.term is an int (1 or 2).",
+    "Decimals: score and exam scores decimal(4,2); average_score decimal(3,1); total_score and "
+    "graduation_score decimal(5,2) (weighted admission totals can pass 10); priority_points "
+    "decimal(2,1); encouragement_points decimal(3,2). Both point fields are required: none is 0.",
+    "specialized_choice.subject is a free string (a specialised class may be in a language outside "
+    "the school subject list); exam.result.scores is a map keyed by exam subject code.",
+    "Only the `address` field of school.student carries `pii`, not its parts; school.school.phone "
+    "is not PII (a school's public number).",
+    "Enums that will grow end with `UNKNOWN`, their Avro default; closed lists (Gender, "
+    "ForeignLanguage, PriorityArea, PassResult, subject codes) have none.",
+)
+
+
 def _type_text(schema: Any) -> str:
     """A short human name of an Avro type: `string`, `date`, `enum Gender`, `array<enum ExamSubject>`…"""
     if isinstance(schema, str):
@@ -134,10 +154,10 @@ def readme(catalogue: Catalogue) -> str:
               "Each rule has a stable id, reported in `eduhub validate` results and in the "
               "`eduhub.errors.rule` header of dead letters.", "", "| rule | checks |", "|---|---|"]
     lines += [f"| `{rule_id}` | {_cell(text)} |" for rule_id, text in sorted(rules.RULES.items())]
-    decisions = getattr(rules, "DECISIONS", ())
-    if decisions:
-        lines += ["", "## Decisions where the data dictionary is silent", ""]
-        lines += [f"- {d}" for d in decisions]
+    lines += ["", "## Decisions where the data dictionary is silent", "", "In the schemas:", ""]
+    lines += [f"- {d}" for d in SCHEMA_DECISIONS]
+    lines += ["", "In the rules (`hub/rules.py`):", ""]
+    lines += [f"- {d}" for d in rules.DECISIONS]
     return "\n".join(lines).rstrip() + "\n"
 
 

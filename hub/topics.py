@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -44,10 +45,27 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]
             elif code != TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
                 message = rest[0] if rest else ""
                 raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+        await _wait_for_leaders(admin, [t.name for t in wanted])
         log.info("created topics %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], bound_s: float = 30.0) -> None:
+    """Wait until every partition of new topics has a leader. A consumer that subscribes earlier
+    can be assigned only the partitions it saw, and not notice the rest until its next metadata
+    refresh, minutes later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 and p["error_code"] == 0
+                                                                 for p in t["partitions"]) for t in described):
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"new topics have partitions without a leader after {bound_s:.0f} s: {topics}")
+        await asyncio.sleep(0.2)
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:

@@ -18,7 +18,7 @@ from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_js
 from hub.metrics import HubMetrics
 from hub.produce import BatchWriter
 from hub.rules import RuleContext, apply_rules
-from hub.schemas import Catalogue, EntitySchema, to_json
+from hub.schemas import Catalogue, EntitySchema
 from hub.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 
 STAGE = "validate"
@@ -89,11 +89,12 @@ class Validator:
 
 
 def report(result: Valid | Invalid) -> dict[str, Any]:
-    """A validation result as the public JSON shape of `eduhub validate`."""
+    """A validation result in the public shape of `eduhub validate`; serialise it with `schemas.dumps`
+    (the record is still the Avro datum: dates, timestamps and decimals become JSON there)."""
     if isinstance(result, Valid):
         envelope = result.envelope
         return {"event_id": envelope.event_id, "valid": True, "topic": result.entity.topic, "key": envelope.key,
-                "record": to_json(result.record)}
+                "record": result.record}
     return {"event_id": result.event_id, "valid": False, "errors": [p.as_dict() for p in result.problems]}
 
 
@@ -192,6 +193,8 @@ class ValidateStage:
         # costs more than the rest of the bookkeeping.
         counts: Counter[tuple[str, str, str]] = Counter()
         writer = self.writer
+        # Records get the broker-visible time of writing (timestamp None), never occurred_at:
+        # time-based retention would delete at once a record about a change months old.
         append = writer.append
         prefix = self.topic_prefix
         await writer.prepare(self.output_topics, refresh=True)
@@ -211,14 +214,14 @@ class ValidateStage:
                         if result.record is not None:
                             value = result.entity.encode(self.schema_ids[envelope.entity], result.record)
                         append(prefix + result.entity.topic, envelope.key.encode(), value,
-                                     int(envelope.occurred_at.timestamp() * 1000), envelope.headers())
+                                     None, envelope.headers())
                         counts[(source, envelope.entity, VALID)] += 1
                     else:
                         headers = dlq.dead_letter_headers(
                             result.problems, stage=STAGE, topic=tp.topic, partition=tp.partition,
                             offset=message.offset, event_id=result.event_id, original=message.headers or (),
                         )
-                        append(dead_letters, message.key, message.value, message.timestamp, headers)
+                        append(dead_letters, message.key, message.value, None, headers)
                         counts[(source, result.entity, result.problems[0].rule)] += 1
                 offsets[tp] = messages[-1].offset + 1
                 await writer.drain()
