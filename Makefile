@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit install bench clean
+.PHONY: run test unit install bench clean check-schemas
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,13 @@ run: install
 
 ## make test: the whole suite; starts the real broker and registry it needs, stops them after.
 # pytest exits 5 when it collected no test: that is a failure here, never a green run.
-test: install
+test: install check-schemas
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+## make check-schemas: every schema must read data written with each of its committed versions.
+check-schemas: install
+	$(BIN)/eduhub schemas check --no-registry
 
 ## make unit: the fast tests only (no broker, no registry).
 unit: install

@@ -134,11 +134,11 @@ class _Compiler:
             if not isinstance(value, dict):
                 _mismatch(value, path, "an object", problems)
                 return None
-            for name in value:
-                if name not in names:
-                    problems.append(
-                        Problem(f"{path}.{name}", "schema.unknown_field", f"{path}.{name} is not a field of this schema")
-                    )
+            if not names.issuperset(value):
+                for name in value:
+                    if name not in names:
+                        problems.append(Problem(f"{path}.{name}", "schema.unknown_field",
+                                                f"{path}.{name} is not a field of this schema"))
             paths = child_paths.get(path)
             if paths is None:
                 paths = child_paths[path] = tuple(f"{path}.{name}" for name, *_ in fields)

@@ -69,7 +69,7 @@ def read_to_end(bootstrap: str, topic: str) -> list:
             remaining = {tp for tp in tps if ends[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000)
-                for tp, messages in batch.items():
+                for messages in batch.values():
                     records.extend(messages)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
