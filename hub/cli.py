@@ -16,10 +16,12 @@ app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration 
                   pretty_exceptions_enable=False)
 schemas_app = typer.Typer(help="The Avro data contract: compatibility checks and publishing.", no_args_is_help=True)
 docs_app = typer.Typer(help="Documents generated from the schemas, for app teams.", no_args_is_help=True)
+connectors_app = typer.Typer(help="Connectors of a running `eduhub connect` (its REST API).", no_args_is_help=True)
 local_app = typer.Typer(help="The local Kafka broker and schema registry (real processes).", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(docs_app, name="docs")
+app.add_typer(connectors_app, name="connectors")
 
 _state: dict[str, Optional[Path]] = {"config": None}
 
@@ -313,6 +315,86 @@ def docs_asyncapi(
         typer.echo(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+def connect() -> None:
+    """Run every connector of hub.yaml in the foreground, with the REST API on connect.port."""
+    from connectors.runtime import build_connectors
+
+    config = _config()
+    try:
+        build_connectors(config)  # validate every connector's keys before anything starts
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    if not config.connectors:
+        _fail("hub.yaml declares no `connectors`", 2)
+    from connectors.process import run_connect
+
+    run_connect(config, echo=typer.echo)
+
+
+def _connect_api(method: str, path: str, body: dict | None = None) -> dict:
+    import httpx
+
+    config = _config()
+    url = f"http://{config.connect.host}:{config.connect.port}{path}"
+    try:
+        response = httpx.request(method, url, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        _fail(f"the connector runtime at {url} is not reachable ({exc}); is `eduhub connect` running?")
+    data = response.json()
+    if response.status_code >= 400:
+        _fail(data.get("error", response.text) if isinstance(data, dict) else response.text)
+    return data
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """Names and states of the connectors."""
+    for name in _connect_api("GET", "/connectors"):
+        status = _connect_api("GET", f"/connectors/{name}/status")
+        typer.echo(f"{name:28} {status['kind']:9} {status['state']:9} source {status['source']}")
+
+
+@connectors_app.command("status")
+def connectors_status(name: str) -> None:
+    """State, last success, last error and current offset of one connector (JSON)."""
+    typer.echo(json.dumps(_connect_api("GET", f"/connectors/{name}/status"), ensure_ascii=False, indent=2))
+
+
+@connectors_app.command("pause")
+def connectors_pause(name: str) -> None:
+    """Stop polling (keeps its place); `resume` continues."""
+    typer.echo(_connect_api("PUT", f"/connectors/{name}/pause")["state"])
+
+
+@connectors_app.command("resume")
+def connectors_resume(name: str) -> None:
+    """Continue a paused or stopped connector."""
+    typer.echo(_connect_api("PUT", f"/connectors/{name}/resume")["state"])
+
+
+@connectors_app.command("restart")
+def connectors_restart(name: str) -> None:
+    """Stop and start again from the stored offset."""
+    typer.echo(_connect_api("POST", f"/connectors/{name}/restart")["state"])
+
+
+@connectors_app.command("stop")
+def connectors_stop(name: str) -> None:
+    """Stop a connector (needed before changing its offset)."""
+    typer.echo(_connect_api("PUT", f"/connectors/{name}/stop")["state"])
+
+
+@connectors_app.command("offsets")
+def connectors_offsets(
+    name: str,
+    reset: bool = typer.Option(False, "--reset", help="Forget the offset: the next start snapshots again."),
+) -> None:
+    """Show a connector's stored offset; with --reset (connector stopped) forget it."""
+    result = _connect_api("DELETE" if reset else "GET", f"/connectors/{name}/offsets")
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
 def main() -> None:

@@ -135,12 +135,21 @@ class ExamConfig(_Section):
     council_code: str = Field("03", pattern=r"^\d{2}$", description="two-digit exam council code of this province")
 
 
+class ConnectConfig(_Section):
+    host: str = Field("127.0.0.1", description="address the connector runtime's REST API binds")
+    port: int = Field(8083, ge=1, le=65535, description="port of the connector runtime's REST API (as Kafka Connect)")
+    offsets_topic: str = Field("hub.connect.offsets", description="compacted topic holding connectors' source offsets")
+
+
 class HubConfig(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     sources: list[SourceConfig] = Field(default_factory=list, description="registered source systems")
     local: LocalConfig = Field(default_factory=LocalConfig)
+    connect: ConnectConfig = Field(default_factory=ConnectConfig)
+    connectors: list[dict[str, Any]] = Field(
+        default_factory=list, description="connector instances: name, kind, source and the kind's own keys")
     exam: ExamConfig = Field(default_factory=ExamConfig)
 
     @field_validator("sources")
@@ -176,14 +185,16 @@ def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     return description
 
 
-def _format_errors(error: ValidationError, origin: str) -> str:
+def format_errors(error: ValidationError, origin: str, model: type[BaseModel] | None = None,
+                  prefix: str = "") -> str:
+    """A pydantic error as lines naming each key (under `prefix`), what is wrong and what is expected."""
     lines = [f"{origin} is not valid:"]
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = prefix + (".".join(str(p) for p in item["loc"]) or "(top level)")
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (misspelt?)"
-        fix = _describe(HubConfig, tuple(item["loc"]))
+        fix = _describe(model or HubConfig, tuple(item["loc"]))
         lines.append(f"  {key}: {message}" + (f" — expected {fix}" if fix else ""))
     return "\n".join(lines)
 
@@ -231,4 +242,4 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     try:
         return HubConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, origin)) from None
+        raise ConfigError(format_errors(exc, origin)) from None

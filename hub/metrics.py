@@ -41,5 +41,21 @@ class HubMetrics:
             "eduhub_assigned_partitions", "Partitions currently assigned to this worker, per stage.", ["stage"],
             registry=r,
         )
+        self.connector_up = Gauge(
+            "eduhub_connector_up", "1 while a connector runs, 0 when paused, stopped or failing.",
+            ["connector", "source"], registry=r,
+        )
+        self.connector_published = Counter(
+            "eduhub_connector_records_published", "Envelopes a connector published to its ingest topic.",
+            ["connector", "source"], registry=r,
+        )
+        self.connector_errors = Counter(
+            "eduhub_connector_errors", "Failed connector polls or publishes (each retried with backoff).",
+            ["connector", "source"], registry=r,
+        )
+        self.connector_last_success = Gauge(
+            "eduhub_connector_last_success_timestamp_seconds", "Unix time of a connector's last published batch.",
+            ["connector", "source"], registry=r,
+        )
         self.build = Info("eduhub_build", "Version of the running hub.", registry=r)
         self.build.info({"version": __version__})

@@ -28,13 +28,18 @@ def dlq_topic(source: str) -> str:
     return f"hub.dlq.{source}"
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int) -> list[str]:
-    """Create the (name, partitions) topics that do not exist yet; returns the names created."""
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int,
+                        configs: dict[str, str] | None = None) -> list[str]:
+    """Create the (name, partitions) topics that do not exist yet; returns the names created.
+
+    `configs` are topic configs for the new topics, e.g. {"cleanup.policy": "compact"}.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in topics if name not in existing]
+        wanted = [NewTopic(name, partitions, replication_factor, topic_configs=configs or {})
+                  for name, partitions in topics if name not in existing]
         if not wanted:
             return []
         response = await admin.create_topics(wanted)

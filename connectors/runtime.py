@@ -1,0 +1,288 @@
+"""The connector runtime: publishes what connectors yield, stores their offsets in Kafka, retries, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecord
+from hub.config import ConfigError, HubConfig, format_errors
+from hub.metrics import HubMetrics
+from hub.topics import ensure_topics, ingest_topic, partitions_of
+
+log = logging.getLogger(__name__)
+# Where each kind lives; imported on first use so a hub without spreadsheets never loads openpyxl.
+KIND_MODULES = {"sql": "connectors.sql", "outbox": "connectors.outbox", "http": "connectors.http",
+                "file": "connectors.file", "debezium": "connectors.debezium"}
+OFFSET_PARTITIONS = 12
+BACKOFF_MAX_S = 60.0
+
+
+def connector_class(kind: str) -> type[SourceConnector]:
+    if kind not in KINDS and kind in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[kind])
+    if kind not in KINDS:
+        raise KeyError(kind)
+    return KINDS[kind]
+
+
+def build_connectors(config: HubConfig) -> list[SourceConnector]:
+    """Instantiate every connector of hub.yaml, validating each against its kind's config model."""
+    built: list[SourceConnector] = []
+    names: set[str] = set()
+    for index, raw in enumerate(config.connectors):
+        where = f"connectors.{index}."
+        kind = raw.get("kind")
+        try:
+            cls = connector_class(kind) if isinstance(kind, str) else None
+        except KeyError:
+            cls = None
+        if cls is None:
+            raise ConfigError(f"hub.yaml: {where}kind: {kind!r} is not a connector kind — expected one of "
+                              f"{', '.join(sorted(KIND_MODULES))}")
+        try:
+            connector_config = cls.config_model.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "hub.yaml", cls.config_model, prefix=where)) from None
+        if connector_config.source not in config.source_ids:
+            raise ConfigError(f"hub.yaml: {where}source: {connector_config.source!r} is not a registered source — "
+                              f"declare it under `sources`")
+        if connector_config.name in names:
+            raise ConfigError(f"hub.yaml: {where}name: connector name {connector_config.name!r} is used twice")
+        names.add(connector_config.name)
+        built.append(cls(connector_config))
+    return built
+
+
+class OffsetStore:
+    """Source offsets of connectors in a compacted topic, keyed by connector name (as Kafka Connect's)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+
+    async def ensure(self, replication_factor: int) -> None:
+        await ensure_topics(self.bootstrap_servers, [(self.topic, OFFSET_PARTITIONS)], replication_factor,
+                            configs={"cleanup.policy": "compact"})
+
+    async def read_all(self) -> dict[str, dict[str, Any] | None]:
+        """The latest stored offset of every connector (None where it was reset)."""
+        partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self.bootstrap_servers, self.topic)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, isolation_level="read_committed")
+        await consumer.start()
+        offsets: dict[str, dict[str, Any] | None] = {}
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            remaining = {tp for tp in partitions if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=500)
+                for messages in batch.values():
+                    for message in messages:
+                        offsets[message.key.decode()] = None if message.value is None else json.loads(message.value)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return offsets
+
+    async def write(self, producer: AIOKafkaProducer, name: str, offset: dict[str, Any] | None) -> None:
+        """Store (None: reset) a connector's offset; returns once Kafka acknowledged it."""
+        value = None if offset is None else json.dumps(offset, ensure_ascii=False, sort_keys=True).encode()
+        await (await producer.send(self.topic, value, key=name.encode()))
+
+
+@dataclass
+class ConnectorStatus:
+    name: str
+    kind: str
+    source: str
+    state: str = "UNASSIGNED"  # RUNNING, PAUSED, STOPPED, RETRYING, FAILED
+    offset: dict[str, Any] | None = None
+    published: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ConnectorRuntime:
+    """Runs one connector: poll, publish to ingest.<source> (idempotent, keyed), store offset, tell it.
+
+    A record's offset is stored only after Kafka acknowledged the record, and the connector hears
+    `committed` only after that: a crash at any point re-reads from the stored offset and re-sends
+    changes with their same event ids, which the hub drops as repeats.
+    """
+
+    def __init__(self, connector: SourceConnector, *, producer: AIOKafkaProducer, offsets: OffsetStore,
+                 metrics: HubMetrics) -> None:
+        self.connector = connector
+        self.config: ConnectorConfig = connector.config
+        self.producer = producer
+        self.offsets = offsets
+        self.metrics = metrics
+        self.topic = ingest_topic(self.config.source)
+        self.status = ConnectorStatus(self.config.name, self.config.kind, self.config.source)
+        self._labels = (self.config.name, self.config.source)
+        self._task: asyncio.Task | None = None
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._wake = asyncio.Event()
+
+    async def start(self, stored: dict[str, Any] | None) -> None:
+        self.status.offset = stored
+        await self.connector.start(stored)
+        self._set_state("RUNNING")
+        self._task = asyncio.create_task(self._run(), name=f"connector-{self.config.name}")
+
+    async def stop(self) -> None:
+        """Stop polling and release the source; the stored offset stays."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            await self.connector.stop()
+        self._set_state("STOPPED")
+
+    def pause(self) -> None:
+        self._resume.clear()
+        self._set_state("PAUSED")
+
+    def resume(self) -> None:
+        self._resume.set()
+        self._wake.set()
+        if self.status.state == "PAUSED":
+            self._set_state("RUNNING")
+
+    async def restart(self) -> None:
+        await self.stop()
+        stored = (await self.offsets.read_all()).get(self.config.name)
+        await self.start(stored)
+
+    async def reset_offset(self, offset: dict[str, Any] | None) -> None:
+        """Replace the stored offset (None: start over with a snapshot). Only while STOPPED (KIP-875)."""
+        if self.status.state != "STOPPED":
+            raise RuntimeError(f"connector {self.config.name} is {self.status.state}: stop it before changing offsets")
+        await self.offsets.write(self.producer, self.config.name, offset)
+        self.status.offset = offset
+
+    def _set_state(self, state: str) -> None:
+        self.status.state = state
+        self.metrics.connector_up.labels(*self._labels).set(1 if state == "RUNNING" else 0)
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _run(self) -> None:
+        pending: list[SourceRecord] = []
+        backoff = 1.0
+        while True:
+            await self._resume.wait()
+            try:
+                if not pending:
+                    pending = await self.connector.poll()
+                if not pending:
+                    await self._idle(self.config.poll_interval_s)
+                    continue
+                await self._publish(pending)
+                await self.connector.committed(pending)
+                pending = []
+                backoff = 1.0
+                if self.status.state == "RETRYING":
+                    self._set_state("RUNNING")
+            except asyncio.CancelledError:
+                _fail_waiters(pending, RuntimeError("connector stopped"))
+                raise
+            except Exception as exc:  # noqa: BLE001 — any failure of the source or Kafka is retried
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                self.status.last_error_at = time.time()
+                self.metrics.connector_errors.labels(*self._labels).inc()
+                self._set_state("RETRYING")
+                log.warning("connector %s: %s; retrying in %.1f s", self.config.name, self.status.last_error, backoff)
+                # A pushed record's sender is waiting: tell it now, it will retry with the same event id.
+                _fail_waiters(pending, exc)
+                pending = [r for r in pending if r.acknowledged is None]
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _publish(self, records: Sequence[SourceRecord]) -> None:
+        send = self.producer.send
+        futures = []
+        for record in records:
+            envelope = record.envelope
+            key = envelope.get("key")
+            futures.append(await send(self.topic, json.dumps(envelope, ensure_ascii=False).encode(),
+                                      key=key.encode() if isinstance(key, str) else None))
+        await asyncio.gather(*futures)
+        await self.offsets.write(self.producer, self.config.name, records[-1].offset)
+        for record in records:
+            if record.acknowledged is not None and not record.acknowledged.done():
+                record.acknowledged.set_result(True)
+        self.status.offset = records[-1].offset
+        self.status.published += len(records)
+        self.status.last_success_at = time.time()
+        self.metrics.connector_published.labels(*self._labels).inc(len(records))
+        self.metrics.connector_last_success.labels(*self._labels).set(self.status.last_success_at)
+
+
+def _fail_waiters(records: Sequence[SourceRecord], exc: BaseException) -> None:
+    for record in records:
+        if record.acknowledged is not None and not record.acknowledged.done():
+            record.acknowledged.set_exception(exc)
+
+
+class ConnectService:
+    """Every connector of hub.yaml in one process, sharing one idempotent producer."""
+
+    def __init__(self, config: HubConfig, metrics: HubMetrics | None = None,
+                 connectors: list[SourceConnector] | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or HubMetrics()
+        self._connectors = connectors if connectors is not None else build_connectors(config)
+        self.offsets = OffsetStore(config.kafka.bootstrap_servers, config.connect.offsets_topic)
+        # acks=all + idempotence: a retried send never duplicates or reorders within a partition.
+        self.producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, enable_idempotence=True,
+                                         acks="all", linger_ms=5)
+        self.runtimes: dict[str, ConnectorRuntime] = {}
+
+    async def start(self) -> None:
+        kafka = self.config.kafka
+        await self.offsets.ensure(kafka.replication_factor)
+        sources = sorted({c.config.source for c in self._connectors})
+        await ensure_topics(kafka.bootstrap_servers, [(ingest_topic(s), kafka.ingest_partitions) for s in sources],
+                            kafka.replication_factor)
+        await self.producer.start()
+        stored = await self.offsets.read_all()
+        for connector in self._connectors:
+            runtime = ConnectorRuntime(connector, producer=self.producer, offsets=self.offsets, metrics=self.metrics)
+            self.runtimes[connector.config.name] = runtime
+            await runtime.start(stored.get(connector.config.name))
+
+    async def stop(self) -> None:
+        for runtime in self.runtimes.values():
+            await runtime.stop()
+        await self.producer.stop()
+
+    def get(self, name: str) -> ConnectorRuntime:
+        if name not in self.runtimes:
+            raise KeyError(name)
+        return self.runtimes[name]
