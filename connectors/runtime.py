@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecord
 from hub.config import ConfigError, HubConfig, format_errors
+from hub.kafkaio import read_to_end
 from hub.metrics import HubMetrics
-from hub.topics import ensure_topics, ingest_topic, partitions_of
+from hub.topics import ensure_topics, ingest_topic
 
 log = logging.getLogger(__name__)
 # Where each kind lives; imported on first use so a hub without spreadsheets never loads openpyxl.
@@ -77,26 +78,9 @@ class OffsetStore:
 
     async def read_all(self) -> dict[str, dict[str, Any] | None]:
         """The latest stored offset of every connector (None where it was reset)."""
-        partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self.bootstrap_servers, self.topic)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, isolation_level="read_committed")
-        await consumer.start()
         offsets: dict[str, dict[str, Any] | None] = {}
-        try:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            remaining = {tp for tp in partitions if ends[tp] > 0}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500)
-                for messages in batch.values():
-                    for message in messages:
-                        offsets[message.key.decode()] = None if message.value is None else json.loads(message.value)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-        finally:
-            await consumer.stop()
+        for message in await read_to_end(self.bootstrap_servers, self.topic):
+            offsets[message.key.decode()] = None if message.value is None else json.loads(message.value)
         return offsets
 
     async def write(self, producer: AIOKafkaProducer, name: str, offset: dict[str, Any] | None) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from hub.registry import SchemaRegistry
 from hub.schemas import MAGIC, to_json
@@ -106,3 +106,27 @@ async def tail(bootstrap_servers: str, topic: str, *, registry: SchemaRegistry |
                     return
     finally:
         await consumer.stop()
+
+
+async def read_to_end(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
+    """Every committed record of a topic, from the beginning up to its end now (no waiting for more)."""
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)  # last stable offsets under read_committed
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records

@@ -295,6 +295,7 @@ def _map(values: Converter) -> Converter:
 
 
 def _json_default(value: Any) -> Any:
+    """The JSON form of an Avro logical value: dates ISO, timestamps RFC 3339 UTC, decimals numbers."""
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
@@ -305,22 +306,18 @@ def _json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Canonical Avro data as one line of JSON, like `to_json` but letting the C encoder walk it."""
+    """Canonical Avro data as one line of JSON (the C encoder walks it; `_json_default` does the leaves)."""
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
 def to_json(value: Any) -> Any:
-    """A canonical Avro datum as plain JSON: dates ISO, timestamps RFC 3339 UTC, decimals numbers."""
+    """A canonical Avro datum as plain JSON values (for callers that need objects, not text)."""
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [to_json(v) for v in value]
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, (datetime, date, Decimal)):
+        return _json_default(value)
     return value
 
 

@@ -9,17 +9,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+
+from hub import kafkaio
+from hub.topics import partitions_of
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for p in described[0]["partitions"]) if described[0]["error_code"] == 0 else []
+        return await partitions_of(bootstrap, topic)
+    except LookupError:
+        return []
 
 
 async def _read_until(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s: float) -> list:
@@ -54,31 +53,7 @@ def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s
 
 def read_to_end(bootstrap: str, topic: str) -> list:
     """Every committed record of a topic up to its current end (a snapshot, no waiting)."""
-
-    async def go() -> list:
-        partitions = await _partitions(bootstrap, topic)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed")
-        await consumer.start()
-        records: list = []
-        try:
-            tps = [TopicPartition(topic, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)  # last stable offsets under read_committed
-            remaining = {tp for tp in tps if ends[tp] > 0}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=1000)
-                for messages in batch.values():
-                    records.extend(messages)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-        finally:
-            await consumer.stop()
-        return records
-
-    return asyncio.run(go())
+    return asyncio.run(kafkaio.read_to_end(bootstrap, topic))
 
 
 def wait_until(predicate: Callable[[], bool], bound_s: float = 60.0, interval_s: float = 0.5) -> bool:
