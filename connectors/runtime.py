@@ -51,6 +51,9 @@ def build_connectors(config: HubConfig) -> list[SourceConnector]:
         if cls is None:
             raise ConfigError(f"hub.yaml: {where}kind: {kind!r} is not a connector kind — expected one of "
                               f"{', '.join(sorted(KIND_MODULES))}")
+        if kind == "debezium" and not raw.get("bootstrap_servers"):
+            # A Debezium topic lives on the hub's own cluster unless the entry names another.
+            raw = {**raw, "bootstrap_servers": config.kafka.bootstrap_servers}
         try:
             connector_config = cls.config_model.model_validate(raw)
         except ValidationError as exc:
