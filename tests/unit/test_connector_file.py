@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.base import KINDS, event_id_for
-from connectors.file import FileConnector, FileConnectorConfig
+from connectors.file import DONE_KEEP, FileConnector, FileConnectorConfig
 from hub.envelope import check_envelope
 from hub.rules import apply_rules
 from hub.schemas import Catalogue
@@ -337,12 +337,12 @@ def test_files_still_being_written_wait(tmp_path):
 
 def test_start_creates_the_folders_and_offsets_keep_the_last_checksums(tmp_path):
     connector = make(tmp_path)
-    old = [f"{n:064x}" for n in range(10_000)]
+    old = [f"{n:064x}" for n in range(DONE_KEEP)]
     run(connector.start({"file": old[-1], "row": 7, "done": old}))
     assert (tmp_path / "inbox").is_dir() and (tmp_path / "inbox" / "done").is_dir()
     write_csv(tmp_path / "inbox" / "diem.csv", SCORE_HEADER, [score_row()])
     (record,) = run(connector.poll())
-    assert len(record.offset["done"]) == 10_000
+    assert len(record.offset["done"]) == DONE_KEEP
     assert record.offset["done"][-1] == record.offset["file"] and record.offset["done"][0] == old[1]
 
 
