@@ -1,9 +1,11 @@
-"""The main job on the embedded default (`make run`): local parts, a worker, a demo producer and subscriber."""
+"""The main job on the embedded default (`make run`): local parts, the three seed systems, their
+connectors, a worker, and a subscriber printing what reaches the canonical topics."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,135 +14,181 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from connectors.simulate import ExamRegistrationSimulator
 from hub.config import HubConfig
 from hub.local import LocalStack
 from hub.registry import SchemaRegistry
-from hub.schemas import to_json
-from hub.topics import canonical_topic, ensure_topics, ingest_topic
+from hub.schemas import Catalogue, to_json
 
-DEMO_SOURCE = "exam-reg"
-ENTITY = "exam.registration"
+DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
+SECRET_ENV = "EDUHUB_HTTP_SECRET"
 
 
-async def produce_registrations(bootstrap: str, rate: float, stop: asyncio.Event, *, bad_ratio: float = 0.05,
-                                seed: int | None = None) -> int:
-    """Publish realistic exam registrations to ingest.exam-reg at `rate` per second until stopped."""
-    import json
+class Child:
+    """A child process of ours (worker, connector runtime), stopped by its pid."""
 
-    simulator = ExamRegistrationSimulator(seed=seed, source=DEMO_SOURCE, bad_ratio=bad_ratio)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    sent = 0
-    try:
-        while not stop.is_set():
-            envelope = simulator.envelope()
-            await producer.send(ingest_topic(DEMO_SOURCE), json.dumps(envelope, ensure_ascii=False).encode(),
-                                key=str(envelope.get("key", "")).encode())
-            sent += 1
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+
+    def wait_ready(self, url: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.process.returncode}; see {self.log}")
             try:
-                await asyncio.wait_for(stop.wait(), timeout=1 / rate)
-            except asyncio.TimeoutError:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
                 pass
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} was not ready within {timeout_s:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
-async def print_registrations(bootstrap: str, registry_url: str, stop: asyncio.Event,
-                              echo: Callable[[str], None], started: float) -> int:
-    """A downstream app: read edu.exam.registration with a plain Kafka consumer and print each record."""
-    consumer = AIOKafkaConsumer(canonical_topic(ENTITY), bootstrap_servers=bootstrap, group_id="demo-subscriber",
+def summary(topic: str, record: dict) -> str:
+    """One line about a canonical record, for people watching the demo."""
+    name = record.get("full_name") or record.get("name") or ""
+    detail = {
+        "edu.school.score": lambda r: f"{r['subject']} {r['kind']} {r.get('score') or r.get('pass_result')}",
+        "edu.school.term_result": lambda r: f"term {r['term']} {r['learning_rating']}/{r['conduct_rating']}",
+        "edu.exam.registration": lambda r: " ".join(r["subjects"]),
+        "edu.enrollment.application": lambda r: f"{r['level']} → " + ", ".join(p["school_code"] for p in r["preferences"]),
+        "edu.enrollment.result": lambda r: f"{r['outcome']} {r.get('admitted_school_code') or ''}",
+    }.get(topic, lambda r: r.get("status", ""))
+    return f"{name} {detail(record)}".strip()
+
+
+async def subscribe(bootstrap: str, registry_url: str, topics: list[str], stop: asyncio.Event,
+                    echo: Callable[[str], None], started: float, counts: dict[str, int]) -> None:
+    """A downstream app: a plain Kafka consumer of every canonical topic, printing each record."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"demo-subscriber-{os.getpid()}",
                                 isolation_level="read_committed", auto_offset_reset="latest")
     await consumer.start()
-    received = 0
     try:
         async with SchemaRegistry(registry_url) as registry:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
                 for messages in batch.values():
                     for message in messages:
+                        counts[message.topic] = counts.get(message.topic, 0) + 1
                         if message.value is None:
+                            echo(f"[+{time.monotonic() - started:5.1f}s] {message.topic:27} {message.key.decode()} deleted")
                             continue
                         record = to_json(await registry.decode(message.value))
-                        received += 1
-                        echo(f"[+{time.monotonic() - started:5.1f}s] subscriber received {record['registration_id']}: "
-                             f"{record['full_name']} · {record['candidate_type']} · "
-                             f"{' '.join(record['subjects'])} · {record['status']}")
+                        echo(f"[+{time.monotonic() - started:5.1f}s] {message.topic:27} {message.key.decode()}  "
+                             f"{summary(message.topic, record)}")
     finally:
         await consumer.stop()
-    return received
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the worker was not ready within {timeout_s:.0f} s")
+async def drive_systems(config: HubConfig, secret: bytes, stop: asyncio.Event, rate: float) -> None:
+    """Make the seed systems change: school records, exam registrations, applications, spreadsheets."""
+    from connectors.simulate import (AdmissionPortal, ExamRegistrationOutbox, SchoolManagementDatabase,
+                                     SchoolSpreadsheets)
+
+    smas = SchoolManagementDatabase(f"sqlite:///{DEMO_DIR / 'smas.db'}")
+    exams = ExamRegistrationOutbox(f"sqlite:///{DEMO_DIR / 'exam-reg.db'}")
+    http = next(c for c in config.connectors if c["kind"] == "http")
+    portal = AdmissionPortal(f"http://127.0.0.1:{http.get('port', 8088)}", secret, source=http["source"])
+    sheets = SchoolSpreadsheets(DEMO_DIR / "sheets" / "inbox")
+    tick = 0
+    async with httpx.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            tick += 1
+            await asyncio.to_thread(smas.step, max(1, int(rate)))
+            await asyncio.to_thread(exams.submit, max(1, int(rate / 2)))
+            if tick % 2 == 0:
+                await portal.post(portal.applications(max(1, int(rate / 2))), client)
+            if tick % 15 == 1:
+                await asyncio.to_thread(sheets.write_scores_csv, 20, 1)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+
+def prepare_systems() -> None:
+    """Create the demo databases and folders on first run, with a seeded cohort of a few schools."""
+    from connectors.simulate import ExamRegistrationOutbox, SchoolManagementDatabase
+
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    (DEMO_DIR / "sheets" / "inbox").mkdir(parents=True, exist_ok=True)
+    smas = SchoolManagementDatabase(f"sqlite:///{DEMO_DIR / 'smas.db'}", seed=2026)
+    smas.create_schema()
+    if smas.count("schools") == 0:
+        smas.seed(schools=3, classes_per_school=2, students_per_class=15, teachers_per_school=4)
+    ExamRegistrationOutbox(f"sqlite:///{DEMO_DIR / 'exam-reg.db'}", seed=2026).create_schema()
 
 
 def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
              echo: Callable[[str], None] = print) -> None:
-    """Start everything, print the URLs, stream the demo until Ctrl-C, then stop what we started."""
+    """Start everything, print the URLs, stream until Ctrl-C, then stop what we started."""
     started = time.monotonic()
-    if DEMO_SOURCE not in config.source_ids:
-        raise RuntimeError(f"the demo publishes as source {DEMO_SOURCE!r}: declare it under `sources` in hub.yaml")
     stack = LocalStack(config.local)
     before = {name: part["pid"] for name, part in stack.status().items() if part["running"]}
     parts = stack.up(echo=echo)
     ours_local = any(before.get(name) != part.pid for name, part in parts.items())
-    bootstrap, registry_url = stack.bootstrap_servers, stack.registry_url
-    env = {**os.environ, "EDUHUB_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "EDUHUB_REGISTRY_URL": registry_url}
+    prepare_systems()
+    secret = secrets.token_hex(16)
+    env = {**os.environ, "EDUHUB_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+           "EDUHUB_REGISTRY_URL": stack.registry_url, SECRET_ENV: secret}
     if config_path is not None:
         env["EDUHUB_CONFIG"] = str(config_path)
     logs = Path(config.local.state_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    worker_log = logs / "worker.log"
-    with worker_log.open("ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "hub", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
-    web = f"http://{config.worker.web_host}:{config.worker.web_port}"
+    children: list[Child] = []
     try:
-        _wait_ready(web, worker)
-        echo(f"worker    {web}/metrics  {web}/readyz  pid {worker.pid}  log {worker_log}")
-        echo(f"ready after {time.monotonic() - started:.1f} s; streaming exam registrations (Ctrl-C stops everything)")
-        asyncio.run(_stream(bootstrap, registry_url, config, rate, echo, started))
+        worker = Child("worker", [sys.executable, "-m", "hub", "worker"], env, logs / "worker.log")
+        children.append(worker)
+        connect = Child("connectors", [sys.executable, "-m", "hub", "connect"], env, logs / "connect.log")
+        children.append(connect)
+        web = f"http://{config.worker.web_host}:{config.worker.web_port}"
+        api = f"http://{config.connect.host}:{config.connect.port}"
+        worker.wait_ready(f"{web}/readyz")
+        connect.wait_ready(f"{api}/readyz")
+        echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
+        echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
+        echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
+        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started))
     except KeyboardInterrupt:
         pass
     finally:
         echo("stopping…")
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        echo(f"stopped worker (pid {worker.pid})")
+        for child in reversed(children):
+            child.stop()
+            echo(f"stopped {child.name} (pid {child.process.pid})")
         if ours_local:
             stack.down(echo=echo)
 
 
-async def _stream(bootstrap: str, registry_url: str, config: HubConfig, rate: float,
+async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: float,
                   echo: Callable[[str], None], started: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(bootstrap, [(ingest_topic(DEMO_SOURCE), config.kafka.ingest_partitions)],
-                        config.kafka.replication_factor)
-    subscriber = asyncio.create_task(print_registrations(bootstrap, registry_url, stop, echo, started))
-    await asyncio.sleep(1)  # let the subscriber join before the first event
-    producer = asyncio.create_task(produce_registrations(bootstrap, rate, stop))
-    sent, received = await asyncio.gather(producer, subscriber)
-    echo(f"demo producer sent {sent} envelopes; subscriber received {received} registrations")
+    topics = sorted(e.topic for e in Catalogue.load().entities.values())
+    counts: dict[str, int] = {}
+    subscriber = asyncio.create_task(subscribe(stack.bootstrap_servers, stack.registry_url, topics, stop, echo,
+                                               started, counts))
+    await asyncio.sleep(1)  # let the subscriber join before the systems change
+    systems = asyncio.create_task(drive_systems(config, secret, stop, rate))
+    done, _ = await asyncio.wait({subscriber, systems}, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(subscriber, systems, return_exceptions=True)
+    for task in done:
+        if task.exception():
+            raise task.exception()
+    echo("received per topic: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))

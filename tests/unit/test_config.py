@@ -15,7 +15,8 @@ def write(tmp_path, text):
 
 def test_the_repository_hub_yaml_is_valid():
     config = load_config("hub.yaml", environ={})
-    assert config.source_ids == ["exam-reg"] and config.kafka.ingest_partitions == 12
+    assert config.source_ids == ["smas", "admission-portal", "exam-reg", "school-sheets"]
+    assert config.kafka.ingest_partitions == 12 and len(config.connectors) == 9
 
 
 def test_unknown_and_invalid_keys_are_named_with_the_fix(tmp_path):
