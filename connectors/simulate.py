@@ -1449,6 +1449,37 @@ class ExamRegistrationOutbox:
             ))
         return op
 
+    def publish_results(self, n: int) -> list[str]:
+        """Publish exam results (exam.result) of `n` registered candidates through the same outbox.
+
+        Scores are realistic (a few weak candidates fail); `passed` follows the rule of the
+        dictionary: every score above 1.0 and a graduation score of at least 5.0. Returns the keys.
+        """
+        rng = self.simulator.rng
+        reg, outbox = self.tables["registrations"], self.tables["outbox"]
+        keys: list[str] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(reg.c.national_id, reg.c.subjects, reg.c.exam_year)
+                                .order_by(sa.func.random()).limit(n)).all()
+            seq = conn.execute(sa.select(sa.func.max(outbox.c.seq))).scalar_one() or 0
+            now = self._clock()
+            for national_id, subjects, exam_year in rows:
+                ability = rng.uniform(3.0, 9.5)
+                scores = {s: round(min(10.0, max(0.0, rng.gauss(ability, 1.2))) * 4) / 4 for s in json.loads(subjects)}
+                graduation = round(sum(scores.values()) / len(scores), 2)
+                candidate = f"{self.simulator.council_code}{rng.randrange(10**6):06d}"
+                key = f"{exam_year}|{candidate}"
+                payload = {"exam_year": exam_year, "candidate_number": candidate, "national_id": national_id,
+                           "scores": {s: f"{v:.2f}" for s, v in scores.items()},
+                           "graduation_score": f"{graduation:.2f}",
+                           "passed": all(v > 1.0 for v in scores.values()) and graduation >= 5.0}
+                seq += 1
+                conn.execute(outbox.insert().values(
+                    id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=seq, aggregatetype="exam.result",
+                    aggregateid=key, type="c", payload=json.dumps(payload), created_at=now, published_at=None))
+                keys.append(key)
+        return keys
+
     @staticmethod
     def _registration_columns(data: dict[str, Any]) -> dict[str, Any]:
         values = dict(data)

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.config import HubConfig
 from hub.local import LocalStack
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue, to_json
+from hub.topics import partitions_of
 
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"
@@ -71,12 +72,19 @@ def summary(topic: str, record: dict) -> str:
 
 
 async def subscribe(bootstrap: str, registry_url: str, topics: list[str], stop: asyncio.Event,
-                    echo: Callable[[str], None], started: float, counts: dict[str, int]) -> None:
-    """A downstream app: a plain Kafka consumer of every canonical topic, printing each record."""
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"demo-subscriber-{os.getpid()}",
-                                isolation_level="read_committed", auto_offset_reset="latest")
+                    echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int]) -> None:
+    """A downstream app: a plain Kafka consumer of every canonical topic, printing each record
+    written since `since_ms` (so the systems' first snapshot shows, and older runs do not)."""
+    partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
+        consumer.assign(partitions)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, found[tp].offset if found[tp] is not None else ends[tp])
         async with SchemaRegistry(registry_url) as registry:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
@@ -111,6 +119,11 @@ async def drive_systems(config: HubConfig, secret: bytes, stop: asyncio.Event, r
             await asyncio.to_thread(exams.submit, max(1, int(rate / 2)))
             if tick % 2 == 0:
                 await portal.post(portal.applications(max(1, int(rate / 2))), client)
+            results = portal.results(2) if tick % 6 == 0 else []  # admission results (enrollment.result)
+            if results:
+                await portal.post(results, client)
+            if tick % 5 == 0:
+                await asyncio.to_thread(exams.publish_results, 2)  # exam results, through the same outbox
             if tick % 15 == 1:
                 await asyncio.to_thread(sheets.write_scores_csv, 20, 1)
             try:
@@ -136,6 +149,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
              echo: Callable[[str], None] = print) -> None:
     """Start everything, print the URLs, stream until Ctrl-C, then stop what we started."""
     started = time.monotonic()
+    since_ms = int(time.time() * 1000)
     stack = LocalStack(config.local)
     before = {name: part["pid"] for name, part in stack.status().items() if part["running"]}
     parts = stack.up(echo=echo)
@@ -161,7 +175,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
         echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
         echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
-        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started))
+        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms))
     except KeyboardInterrupt:
         pass
     finally:
@@ -174,7 +188,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
 
 
 async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: float,
-                  echo: Callable[[str], None], started: float) -> None:
+                  echo: Callable[[str], None], started: float, since_ms: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,8 +196,7 @@ async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: flo
     topics = sorted(e.topic for e in Catalogue.load().entities.values())
     counts: dict[str, int] = {}
     subscriber = asyncio.create_task(subscribe(stack.bootstrap_servers, stack.registry_url, topics, stop, echo,
-                                               started, counts))
-    await asyncio.sleep(1)  # let the subscriber join before the systems change
+                                               started, since_ms, counts))
     systems = asyncio.create_task(drive_systems(config, secret, stop, rate))
     done, _ = await asyncio.wait({subscriber, systems}, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
