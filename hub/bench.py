@@ -14,7 +14,7 @@ import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.simulate import ExamRegistrationSimulator
-from hub.config import HubConfig
+from hub.config import HubConfig, SourceConfig
 from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue
@@ -136,3 +136,54 @@ async def run_bench(config: HubConfig, count: int, bad_ratio: float, echo: Calla
     figures.append(await _hub_stage(config, source, count, schema_ids, catalogue, prefix))
     echo(f"  {figures[-1].rate:,.0f}/s")
     return figures
+
+
+async def run_sql_bench(config: HubConfig, url: str, rows: int, batch_size: int,
+                        echo: Callable[[str], None]) -> Figure:
+    """Rows/s of the `sql` connector with its runtime: a fresh table of `rows` classes in the database
+    at `url`, published to a fresh ingest topic (snapshot, batch_size rows a poll)."""
+    from datetime import datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from connectors.runtime import ConnectService
+
+    table = f"bench_classes_{uuid.uuid4().hex[:8]}"
+    source = f"bench-{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    classes = sa.Table(table, metadata, sa.Column("id", sa.Integer, primary_key=True),
+                       *[sa.Column(c, sa.Text) for c in ("class_id", "school_code", "school_year", "name",
+                                                         "homeroom_teacher_id")],
+                       sa.Column("grade", sa.Integer), sa.Column("size", sa.Integer),
+                       sa.Column("created_at", sa.DateTime), sa.Column("updated_at", sa.DateTime))
+    metadata.create_all(engine)
+    base = datetime(2026, 1, 1, 7, 0)
+    echo(f"inserting {rows} rows into {table}…")
+    with engine.begin() as conn:
+        for start in range(0, rows, 10_000):
+            conn.execute(classes.insert(), [
+                {"id": n + 1, "class_id": f"31THPT{n % 90:03d}-2025-2026-10A{n}", "school_code": f"31THPT{n % 90:03d}",
+                 "school_year": "2025-2026", "name": f"10A{n}", "homeroom_teacher_id": None, "grade": 10,
+                 "size": 40, "created_at": base + timedelta(seconds=n), "updated_at": base + timedelta(seconds=n)}
+                for n in range(start, min(start + 10_000, rows))])
+    bench_config = config.model_copy(update={
+        "sources": [*config.sources, SourceConfig(id=source)],
+        "connectors": [{"name": source, "kind": "sql", "source": source, "url": url, "table": table,
+                        "entity": "school.class", "batch_size": batch_size}],
+        "connect": config.connect.model_copy(update={"offsets_topic": f"{source}.offsets"}),
+    })
+    service = ConnectService(bench_config)
+    await service.start()
+    runtime = service.get(source)
+    started = time.perf_counter()
+    try:
+        while runtime.status.published < rows:
+            if runtime.status.last_error:
+                raise RuntimeError(runtime.status.last_error)
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    finally:
+        await service.stop()
+        metadata.drop_all(engine)
+    return Figure("sql connector: snapshot read + publish + offsets", rows, elapsed)
