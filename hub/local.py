@@ -107,6 +107,16 @@ def _alive(pid: int, marker: str) -> bool:
     return state != "Z"
 
 
+def _running(pid: int) -> bool:
+    """True while the pid exists and is not a zombie (an exiting process loses its cmdline first,
+    so `_alive` would already say no)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -295,14 +305,18 @@ class LocalStack:
 
     def _stop(self, part: Part) -> None:
         os.killpg(part.pid, signal.SIGTERM)
+        child = self._children.pop(part.pid, None)
+        if child is not None:
+            # Our own child: wait() both waits and reaps, so no zombie keeps the pid.
+            try:
+                child.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(part.pid, signal.SIGKILL)
+                child.wait()
+            return
+        # Started by an earlier `eduhub local up`: not ours to reap; init does that.
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not _alive(part.pid, self.marker):
-                break
+        while _running(part.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        else:
+        if _running(part.pid):
             os.killpg(part.pid, signal.SIGKILL)
-        try:  # reap it if it is our child, so no zombie is left behind
-            os.waitpid(part.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass

@@ -154,3 +154,47 @@ def test_rest_api_pause_resume_stop_and_offsets(local_stack, unique_source):
             await service.stop()
 
     asyncio.run(go())
+
+
+def test_cli_operates_connectors_through_the_rest_api(local_stack, unique_source, tmp_path):
+    import os
+    import sys
+
+    import yaml
+
+    config = hub_config(local_stack, unique_source)
+    name = f"numbers-{unique_source}"
+    config_path = tmp_path / "hub.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+
+    async def cli(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub", "connectors", *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env={**os.environ, "EDUHUB_CONFIG": str(config_path)})
+        out, _ = await process.communicate()
+        return process.returncode, out.decode()
+
+    async def go():
+        service = ConnectService(config, connectors=[connector(unique_source, limit=5)])
+        await service.start()
+        runner = await serve(service, "127.0.0.1", 28083)
+        try:
+            await run_until(service, name, 5)
+            code, out = await cli("list")
+            assert code == 0 and name in out and "RUNNING" in out
+            assert (await cli("pause", name)) == (0, "PAUSED\n")
+            assert (await cli("resume", name)) == (0, "RUNNING\n")
+            code, out = await cli("status", name)
+            assert code == 0 and json.loads(out)["offset"] == {"n": 5}
+            assert (await cli("offsets", name, "--reset"))[0] == 1  # refused while running
+            assert (await cli("stop", name)) == (0, "STOPPED\n")
+            code, out = await cli("offsets", name, "--reset")
+            assert code == 0 and json.loads(out)["offset"] is None
+            assert (await cli("restart", name)) == (0, "RUNNING\n")
+            code, out = await cli("status", "nope")
+            assert code == 1 and "no connector named 'nope'" in out
+        finally:
+            await runner.cleanup()
+            await service.stop()
+
+    asyncio.run(go())

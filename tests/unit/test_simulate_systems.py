@@ -14,7 +14,6 @@ import csv
 import hashlib
 import hmac
 import json
-import os
 import re
 import sys
 import time
@@ -713,13 +712,20 @@ def test_file_connector_config(tmp_path: Path) -> None:
     assert set(SPREADSHEET_SCORE_COLUMNS) == {f["name"] for f in CATALOGUE["school.score"].schema["fields"]}
 
 
-# -- PostgreSQL, when one is given (CI) ---------------------------------------------------------
-
-POSTGRES_URL = os.environ.get("EDUHUB_TEST_POSTGRES_URL")
+# -- PostgreSQL (a real server from Debian's package, started by tests/pg.py) ---------------------
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set EDUHUB_TEST_POSTGRES_URL to an empty PostgreSQL database")
-def test_postgresql_database_and_outbox() -> None:
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory):
+    from tests.pg import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgresql")) as url:
+        yield url
+
+
+@pytest.mark.integration
+def test_postgresql_database_and_outbox(postgres_url) -> None:
+    POSTGRES_URL = postgres_url
     db = SchoolManagementDatabase(POSTGRES_URL, seed=3)
     exam = ExamRegistrationOutbox(POSTGRES_URL, seed=3)
     db.metadata.drop_all(db.engine)
