@@ -17,11 +17,13 @@ app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration 
 schemas_app = typer.Typer(help="The Avro data contract: compatibility checks and publishing.", no_args_is_help=True)
 docs_app = typer.Typer(help="Documents generated from the schemas, for app teams.", no_args_is_help=True)
 connectors_app = typer.Typer(help="Connectors of a running `eduhub connect` (its REST API).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail of deliveries (hub.audit).", no_args_is_help=True)
 local_app = typer.Typer(help="The local Kafka broker and schema registry (real processes).", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(docs_app, name="docs")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(audit_app, name="audit")
 
 _state: dict[str, Optional[Path]] = {"config": None}
 
@@ -94,7 +96,10 @@ def worker(loglevel: str = typer.Option("info", help="Log level: debug, info, wa
     config = _config()
     if not config.sources:
         _fail("hub.yaml declares no `sources`: add at least one source system (sources: [{id: exam-reg}])", 2)
-    run_worker(config, loglevel=loglevel)
+    try:
+        run_worker(config, loglevel=loglevel)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()
@@ -414,6 +419,35 @@ def connectors_offsets(
     """Show a connector's stored offset; with --reset (connector stopped) forget it."""
     result = _connect_api("DELETE" if reset else "GET", f"/connectors/{name}/offsets")
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@audit_app.command("who-received")
+def audit_who_received(
+    person: str = typer.Argument(..., help="A personal ID (student_id, national_id, applicant_id) or an entity key."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per delivery."),
+) -> None:
+    """Which subscribers received this person's data, and when (Nghị định 13/2023/NĐ-CP)."""
+    from hub.audit import AUDIT_TOPIC, audit_key, who_received
+    from hub.kafkaio import read_to_end
+    from hub.worker import master_key
+
+    config = _config()
+    try:
+        key = audit_key(master_key(config))
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    try:
+        records = asyncio.run(read_to_end(config.kafka.bootstrap_servers, AUDIT_TOPIC))
+    except LookupError:
+        records = []
+    found = who_received(key, [r.value for r in records if r.value], person)
+    for entry in found:
+        if as_json:
+            typer.echo(json.dumps(entry, ensure_ascii=False))
+        else:
+            typer.echo(f"{entry['at']}  {entry['subscriber']:20} {entry['entity']:24} event {entry['event_id']}")
+    if not found:
+        typer.echo("no deliveries recorded for it", err=True)
 
 
 def main() -> None:

@@ -141,6 +141,12 @@ class ConnectConfig(_Section):
     offsets_topic: str = Field("hub.connect.offsets", description="compacted topic holding connectors' source offsets")
 
 
+class RoutingConfig(_Section):
+    key_env: str = Field("EDUHUB_PSEUDONYM_KEY", pattern=r"^[A-Z][A-Z0-9_]*$",
+                         description="name of the environment variable holding the master key of pseudonyms "
+                                     "and audit references (keep it secret and stable: changing it changes every pseudonym)")
+
+
 class HubConfig(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
@@ -151,6 +157,9 @@ class HubConfig(_Section):
     connectors: list[dict[str, Any]] = Field(
         default_factory=list, description="connector instances: name, kind, source and the kind's own keys")
     exam: ExamConfig = Field(default_factory=ExamConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    subscriptions: list[dict[str, Any]] = Field(
+        default_factory=list, description="subscribers: id, entities, filter, fields, pii policies, delivery")
 
     @field_validator("sources")
     @classmethod

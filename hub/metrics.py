@@ -27,6 +27,10 @@ class HubMetrics:
             "eduhub_events_invalid", "Events that failed validation, by the first rule they broke.",
             ["source", "entity", "rule"], registry=r,
         )
+        self.routed = Counter(
+            "eduhub_events_routed", "Records delivered to a subscriber's Kafka topic.", ["subscriber", "entity"],
+            registry=r,
+        )
         self.dlq_writes = Counter(
             "eduhub_dlq_writes", "Records written to a dead-letter topic.", ["source", "stage"], registry=r
         )

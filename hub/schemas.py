@@ -356,11 +356,7 @@ class EntitySchema:
         return "|".join(str(record[name]) for name in self.key_fields)
 
     def encode(self, schema_id: int, record: dict[str, Any]) -> bytes:
-        """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body."""
-        buffer = io.BytesIO()
-        buffer.write(_HEADER.pack(MAGIC, schema_id))
-        fastavro.schemaless_writer(buffer, self.parsed, record)
-        return buffer.getvalue()
+        return encode_wire(schema_id, self.parsed, record)
 
 
 def load_entity(path: Path, root: Path) -> EntitySchema:
@@ -397,6 +393,14 @@ class Catalogue:
 
     def __getitem__(self, entity: str) -> EntitySchema:
         return self.entities[entity]
+
+
+def encode_wire(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
+    """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body."""
+    buffer = io.BytesIO()
+    buffer.write(_HEADER.pack(MAGIC, schema_id))
+    fastavro.schemaless_writer(buffer, parsed_schema, record)
+    return buffer.getvalue()
 
 
 def split_wire(value: bytes) -> tuple[int, bytes]:

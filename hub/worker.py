@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import faust
 from mode import Service
 
 from hub import web
-from hub.config import HubConfig
+from hub.audit import AUDIT_TOPIC, audit_key
+from hub.config import ConfigError, HubConfig
 from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.schemas import Catalogue
+from hub.route import RouteStage
+from hub.subscriptions import SubscriptionPolicy, load_subscriptions
 from hub.topics import dlq_topic, ensure_topics, ingest_topic
 from hub.validate import ValidateStage, Validator
 
@@ -41,6 +47,39 @@ def worker_topics(config: HubConfig, catalogue: Catalogue) -> list[tuple[str, in
     return topics
 
 
+def master_key(config: HubConfig) -> bytes:
+    """The routing master key from the environment (never from hub.yaml, never logged)."""
+    value = os.environ.get(config.routing.key_env, "")
+    if not value:
+        raise ConfigError(f"subscriptions need a master key for pseudonyms and audit references: set the environment "
+                          f"variable {config.routing.key_env} (routing.key_env) to a long random secret")
+    return value.encode()
+
+
+async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: SchemaRegistry,
+                          policies: list[SubscriptionPolicy]) -> dict[tuple[str, str], int]:
+    """Register each subscriber's projected schemas and create its topics and the audit topic."""
+    ids = {}
+    topics = []
+    for policy in policies:
+        for entity in sorted(policy.entities):
+            subject = f"{policy.topic(entity)}-value"
+            if config.registry.auto_register:
+                await registry.set_compatibility(subject, COMPATIBILITY)
+                ids[(policy.config.id, entity)] = await registry.register(
+                    subject, json.dumps(policy.projected_schema(entity), ensure_ascii=False))
+            else:
+                ids[(policy.config.id, entity)] = await registry.lookup(
+                    subject, json.dumps(policy.projected_schema(entity), ensure_ascii=False))
+            topics.append((policy.topic(entity), config.kafka.canonical_partitions))
+    kafka = config.kafka
+    await ensure_topics(kafka.bootstrap_servers, topics, kafka.replication_factor)
+    # Who received a person's data must stay answerable: the audit topic is never trimmed by time.
+    await ensure_topics(kafka.bootstrap_servers, [(AUDIT_TOPIC, kafka.canonical_partitions)], kafka.replication_factor,
+                        configs={"retention.ms": "-1"})
+    return ids
+
+
 def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: HubMetrics | None = None) -> faust.App:
     """The Faust app of one worker, configured from hub.yaml; `eduhub worker` runs it."""
     catalogue = catalogue or Catalogue.load()
@@ -62,7 +101,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     password = config.registry.password.get_secret_value() if config.registry.password else None
     registry = SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
                               timeout=config.registry.timeout_s)
-    state: dict[str, ValidateStage] = {}
+    state: dict[str, Any] = {}
 
     class ValidateService(Service):
         """Runs the validate stage for the lifetime of the worker."""
@@ -103,13 +142,50 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
 
     app.service(ValidateService)
 
+    if config.subscriptions:
+        key = master_key(config)
+        policies = load_subscriptions(config.subscriptions, catalogue, key)
+
+        class RouteService(Service):
+            """Runs the route stage for the lifetime of the worker."""
+
+            async def on_start(self) -> None:
+                while "validate" not in state:  # the canonical topics exist once validate started
+                    await asyncio.sleep(0.05)
+                schema_ids = await prepare_routing(config, catalogue, registry, policies)
+                stage = RouteStage(
+                    catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
+                    bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
+                    transactional_id=f"{APP_ID}-route-{config.worker.instance_id}", metrics=metrics,
+                    audit_key=audit_key(key), batch_max_records=config.worker.batch_max_records,
+                    batch_max_wait_ms=config.worker.batch_max_wait_ms)
+                await stage.start()
+                state["route"] = stage
+                log.info("route stage started: %d subscriptions", len(policies))
+
+            @Service.task
+            async def _run(self) -> None:
+                while "route" not in state:
+                    await asyncio.sleep(0.05)
+                await state["route"].run()
+
+            async def on_stop(self) -> None:
+                stage = state.pop("route", None)
+                if stage is not None:
+                    await stage.stop()
+
+        app.service(RouteService)
+
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
-        return {
+        checks = {
             "registry": await registry.ping(),
             "validate_stage": stage is not None,
             "partitions_assigned": stage is not None and stage.assigned > 0,
         }
+        if config.subscriptions:
+            checks["route_stage"] = "route" in state
+        return checks
 
     web.install(app, metrics, readiness)
     return app
