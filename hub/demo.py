@@ -24,6 +24,7 @@ from hub.topics import partitions_of
 
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"
+DEMO_PSEUDONYM_KEY = "eduhub-demo-pseudonym-key-not-for-production"
 
 
 class Child:
@@ -158,6 +159,8 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
     secret = secrets.token_hex(16)
     env = {**os.environ, "EDUHUB_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
            "EDUHUB_REGISTRY_URL": stack.registry_url, SECRET_ENV: secret}
+    # Pseudonyms must be stable across runs, so the demo's key is fixed; a real deployment sets its own.
+    env.setdefault(config.routing.key_env, DEMO_PSEUDONYM_KEY)
     if config_path is not None:
         env["EDUHUB_CONFIG"] = str(config_path)
     logs = Path(config.local.state_dir) / "logs"

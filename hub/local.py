@@ -50,11 +50,12 @@ def _mvn(args: list[str], log_path: Path) -> None:
         raise LocalError(f"mvn {' '.join(args)} failed (exit {done.returncode}); see {log_path}")
 
 
-def resolve_kafka(cache_dir: Path) -> Path:
+def resolve_kafka(cache_dir: Path, echo=print) -> Path:
     """The folder of Kafka's jars, resolved from deploy/kafka/pom.xml with Maven on first use."""
     libs = cache_dir / f"kafka-{_fingerprint(KAFKA_POM)}" / "libs"
     if (libs / ".complete").exists():
         return libs
+    echo(f"resolving Kafka jars with Maven into {libs} (first time only)…")
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     _mvn(["-f", str(KAFKA_POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
@@ -65,10 +66,11 @@ def resolve_kafka(cache_dir: Path) -> Path:
     return libs
 
 
-def resolve_registry(cache_dir: Path) -> Path:
+def resolve_registry(cache_dir: Path, echo=print) -> Path:
     """The runnable jar of Apicurio Registry, copied from Maven Central and unpacked on first use."""
     home = cache_dir / f"registry-{_fingerprint(REGISTRY_POM)}"
     if not (home / ".complete").exists():
+        echo(f"resolving Apicurio Registry with Maven into {home} (first time only)…")
         shutil.rmtree(home, ignore_errors=True)
         download = home / "download"
         _mvn(["-f", str(REGISTRY_POM), "dependency:copy", f"-Dregistry.outputDirectory={download}"],
@@ -189,8 +191,7 @@ class LocalStack:
 
         kafka = parts.get("kafka")
         if kafka is None or not _alive(kafka.pid, self.marker):
-            echo("resolving Kafka jars (Maven; first time only)…")
-            libs = resolve_kafka(self.cache_dir)
+            libs = resolve_kafka(self.cache_dir, echo)
             kafka = self._start_kafka(java, libs)
             parts["kafka"] = kafka
             self._write_pids(parts)
@@ -199,8 +200,7 @@ class LocalStack:
 
         registry = parts.get("registry")
         if registry is None or not _alive(registry.pid, self.marker):
-            echo("resolving Apicurio Registry (Maven; first time only)…")
-            jar = resolve_registry(self.cache_dir)
+            jar = resolve_registry(self.cache_dir, echo)
             registry = self._start_registry(java, jar)
             parts["registry"] = registry
             self._write_pids(parts)

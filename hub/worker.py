@@ -145,6 +145,11 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     if config.subscriptions:
         key = master_key(config)
         policies = load_subscriptions(config.subscriptions, catalogue, key)
+        for index, policy in enumerate(policies):
+            if policy.config.delivery.kind != "kafka":
+                # Refused rather than silently delivered to Kafka instead.
+                raise ConfigError(f"hub.yaml: subscriptions.{index}.delivery.kind: {policy.config.delivery.kind!r} "
+                                  f"delivery is not available yet — use kind: kafka (topic {policy.topic('<entity>')})")
 
         class RouteService(Service):
             """Runs the route stage for the lifetime of the worker."""

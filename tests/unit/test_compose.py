@@ -33,8 +33,10 @@ def test_images_run_the_versions_the_local_stack_runs():
 
 def test_worker_environment_uses_only_variables_the_hub_reads_and_they_validate():
     env = SERVICES["worker"]["environment"]
-    assert set(env) <= set(ENV_OVERRIDES) | {"EDUHUB_CONFIG"}
-    config = load_config(ROOT / "hub.yaml", environ={k: v for k, v in env.items() if k != "EDUHUB_CONFIG"})
+    secrets = {load_config(ROOT / "hub.yaml", environ={}).routing.key_env}
+    assert set(env) <= set(ENV_OVERRIDES) | {"EDUHUB_CONFIG"} | secrets
+    assert env["EDUHUB_PSEUDONYM_KEY"].startswith("${EDUHUB_PSEUDONYM_KEY:?")  # required, never a default
+    config = load_config(ROOT / "hub.yaml", environ={k: v for k, v in env.items() if k in ENV_OVERRIDES})
     assert config.kafka.bootstrap_servers == env["EDUHUB_KAFKA_BOOTSTRAP_SERVERS"]
     assert config.worker.web_host == "0.0.0.0"
 
