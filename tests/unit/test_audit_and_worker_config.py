@@ -1,0 +1,48 @@
+"""The audit trail's references and the worker's refusals at start-up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hub.audit import audit_key, audit_record, person_ref, who_received
+from hub.config import ConfigError, HubConfig
+from hub.worker import create_app, master_key
+
+KEY = audit_key(b"unit-test-master-key-0123456789")
+
+
+def test_audit_records_hold_references_not_ids_and_answer_who_received():
+    record = {"student_id": "031309001234", "school_year": "2025-2026"}
+    entries = [
+        audit_record(KEY, subscriber="moet-sync", entity="school.score", entity_key="031309001234|2025-2026|1",
+                     event_id="e1", record=record, at="2026-05-01T00:00:00Z"),
+        audit_record(KEY, subscriber="analytics", entity="school.student", entity_key="031309009999",
+                     event_id="e2", record={"student_id": "031309009999"}, at="2026-05-01T00:00:01Z"),
+    ]
+    assert all(b"031309001234" not in e for e in entries)
+    found = who_received(KEY, entries, "031309001234")
+    assert [(f["subscriber"], f["event_id"]) for f in found] == [("moet-sync", "e1")]
+    assert who_received(KEY, entries, "031309001234|2025-2026|1")[0]["event_id"] == "e1"  # by entity key too
+    assert person_ref(KEY, "x") != person_ref(audit_key(b"another-master-key-0123456789"), "x")
+    assert json.loads(entries[0])["outcome"] == "delivered"
+
+
+def config(subscriptions, tmp_path):
+    return HubConfig.model_validate({"sources": [{"id": "exam-reg"}], "subscriptions": subscriptions,
+                                     "worker": {"data_dir": str(tmp_path)}})
+
+
+def test_subscriptions_need_the_master_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDUHUB_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="EDUHUB_PSEUDONYM_KEY"):
+        master_key(config([{"id": "moet-sync", "entities": ["*"]}], tmp_path))
+
+
+def test_http_delivery_is_refused_until_it_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDUHUB_PSEUDONYM_KEY", "unit-test-master-key-0123456789")
+    subscription = {"id": "parent-app", "entities": ["school.score"],
+                    "delivery": {"kind": "http", "url": "https://example.invalid/hook", "secret_env": "X_SECRET"}}
+    with pytest.raises(ConfigError, match=r"subscriptions\.0\.delivery\.kind"):
+        create_app(config([subscription], tmp_path))
