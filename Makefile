@@ -35,7 +35,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit; rc=$$?; [ $$rc -ne 5 ] && exit $$rc || exit 1
 
 bench: install
-	$(BIN)/eduhub bench
+	$(BIN)/eduhub bench stage
 
 clean:
 	rm -rf $(VENV) .eduhub .pytest_cache
