@@ -2,95 +2,47 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
 import fastavro
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 
 from hub.audit import AUDIT_TOPIC, audit_record
 from hub.envelope import HEADER_EVENT_ID
 from hub.metrics import HubMetrics
-from hub.produce import BatchWriter
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue, decode_body, encode_wire, split_wire
+from hub.stage import TransactionalStage
 from hub.subscriptions import SubscriptionPolicy
 
 STAGE = "route"
 SUBSCRIBER_HEADER = "eduhub.subscriber"
-log = logging.getLogger(__name__)
 
 
-class RouteStage:
+class RouteStage(TransactionalStage):
     """Reads every canonical topic and writes, per matching subscription, the projected record to
     `sub.<subscriber>.<entity>` plus an audit record to `hub.audit`, one transaction a batch
     (outputs, audit and input offsets commit together: no duplicates for read_committed readers)."""
+
+    stage = STAGE
 
     def __init__(self, *, catalogue: Catalogue, policies: list[SubscriptionPolicy], registry: SchemaRegistry,
                  schema_ids: dict[tuple[str, str], int], bootstrap_servers: str, group_id: str,
                  transactional_id: str, metrics: HubMetrics, audit_key: bytes,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50) -> None:
-        self.catalogue = catalogue
+        self.by_topic = {e.topic: e for e in catalogue.entities.values()}
+        super().__init__(topics=list(self.by_topic), bootstrap_servers=bootstrap_servers, group_id=group_id,
+                         transactional_id=transactional_id, metrics=metrics,
+                         output_topics=[AUDIT_TOPIC] + [p.topic(e) for p in policies for e in p.entities],
+                         batch_max_records=batch_max_records, batch_max_wait_ms=batch_max_wait_ms)
         self.policies = policies
         self.registry = registry
         self.schema_ids = schema_ids
-        self.metrics = metrics
-        self.group_id = group_id
         self.audit_key = audit_key
-        self.batch_max_records = batch_max_records
-        self.batch_max_wait_ms = batch_max_wait_ms
-        self.by_topic = {e.topic: e for e in catalogue.entities.values()}
-        self.consumer = AIOKafkaConsumer(*self.by_topic, bootstrap_servers=bootstrap_servers, group_id=group_id,
-                                         enable_auto_commit=False, auto_offset_reset="earliest",
-                                         isolation_level="read_committed")
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=transactional_id,
-                                         enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024)
-        self.writer = BatchWriter(self.producer)
-        self.output_topics = [AUDIT_TOPIC] + [p.topic(e) for p in policies for e in p.entities]
-        self.routed = 0
         self._parsed_schemas: dict[tuple[str, str], Any] = {}
-        self._stopping = asyncio.Event()
-
-    async def start(self) -> None:
-        await self.producer.start()
-        await self.consumer.start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await self.consumer.stop()
-        await self.producer.stop()
-
-    @property
-    def assigned(self) -> int:
-        return len(self.consumer.assignment())
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=self.batch_max_wait_ms or 1,
-                                                  max_records=self.batch_max_records)
-            self.metrics.assigned_partitions.labels(STAGE).set(self.assigned)
-            if not batches:
-                continue
-            started = time.perf_counter()
-            try:
-                await self._process(batches)
-            except KafkaError:
-                log.exception("route batch failed; re-reading from the committed offsets")
-                self.writer.discard()
-                for tp in batches:
-                    committed = await self.consumer.committed(tp)
-                    if committed is None:
-                        await self.consumer.seek_to_beginning(tp)
-                    else:
-                        self.consumer.seek(tp, committed)
-                await asyncio.sleep(1)
-                continue
-            self.metrics.batch_seconds.labels(STAGE).observe(time.perf_counter() - started)
+        self._counts: Counter[tuple[str, str]] = Counter()
 
     def _parsed(self, policy: SubscriptionPolicy, entity: str) -> Any:
         """The fastavro-parsed projected schema of a subscriber's entity (parsed once)."""
@@ -104,42 +56,38 @@ class RouteStage:
         schema_id, body = split_wire(value)
         return decode_body(await self.registry.parsed_schema(schema_id), body)
 
-    async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         writer = self.writer
-        await writer.prepare(self.output_topics, refresh=True)
-        offsets: dict[TopicPartition, int] = {}
-        counts: Counter[tuple[str, str]] = Counter()
+        counts = self._counts
+        counts.clear()
         now = datetime.now(timezone.utc).isoformat()
-        async with self.producer.transaction():
-            for tp, messages in batches.items():
-                entity = self.by_topic[tp.topic]
-                for message in messages:
-                    headers = list(message.headers or ())
-                    event_id = next((v.decode() for k, v in headers if k == HEADER_EVENT_ID), None)
-                    record = None if message.value is None else await self._record(message.value)
-                    for policy in self.policies:
-                        if entity.entity not in policy.entities:
+        for tp, messages in batches.items():
+            entity = self.by_topic[tp.topic]
+            for message in messages:
+                headers = list(message.headers or ())
+                event_id = next((v.decode() for k, v in headers if k == HEADER_EVENT_ID), None)
+                record = None if message.value is None else await self._record(message.value)
+                for policy in self.policies:
+                    if entity.entity not in policy.entities:
+                        continue
+                    if record is None:  # a delete: every subscriber of the entity gets the tombstone
+                        key = policy.key_for_delete(entity.entity, message.key.decode())
+                        value = None
+                    else:
+                        projected = policy.apply(entity.entity, record)
+                        if projected is None:
                             continue
-                        if record is None:  # a delete: every subscriber of the entity gets the tombstone
-                            key = policy.key_for_delete(entity.entity, message.key.decode())
-                            value = None
-                        else:
-                            projected = policy.apply(entity.entity, record)
-                            if projected is None:
-                                continue
-                            key = policy.key_of(entity.entity, projected)
-                            value = encode_wire(self.schema_ids[(policy.config.id, entity.entity)],
-                                                self._parsed(policy, entity.entity), projected)
-                        out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
-                        writer.append(policy.topic(entity.entity), key.encode(), value, None, out_headers)
-                        writer.append(AUDIT_TOPIC, message.key, audit_record(
-                            self.audit_key, subscriber=policy.config.id, entity=entity.entity,
-                            entity_key=message.key.decode(), event_id=event_id, record=record, at=now), None, [])
-                        counts[(policy.config.id, entity.entity)] += 1
-                offsets[tp] = messages[-1].offset + 1
-                await writer.drain()
-            await writer.flush()
-            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-        for (subscriber, entity_name), n in counts.items():
+                        key = policy.key_of(entity.entity, projected)
+                        value = encode_wire(self.schema_ids[(policy.config.id, entity.entity)],
+                                            self._parsed(policy, entity.entity), projected)
+                    out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
+                    writer.append(policy.topic(entity.entity), key.encode(), value, None, out_headers)
+                    writer.append(AUDIT_TOPIC, message.key, audit_record(
+                        self.audit_key, subscriber=policy.config.id, entity=entity.entity,
+                        entity_key=message.key.decode(), event_id=event_id, record=record, at=now), None, [])
+                    counts[(policy.config.id, entity.entity)] += 1
+            await writer.drain()
+
+    def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        for (subscriber, entity_name), n in self._counts.items():
             self.metrics.routed.labels(subscriber, entity_name).inc(n)
-        self.routed += sum(counts.values())

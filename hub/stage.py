@@ -1,0 +1,108 @@
+"""The transactional batch loop every stage runs: read a batch, write its outputs, commit outputs
+and input offsets in one Kafka transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from hub.metrics import HubMetrics
+from hub.produce import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+class TransactionalStage:
+    """Consumes `topics` in a group and hands each batch to `process` inside a transaction.
+
+    Each batch's output records and its input offsets commit atomically, so after any crash every
+    input record has its outputs exactly once for read_committed readers. Outputs go through a
+    `BatchWriter` (sends are not awaited one by one: the commit waits for all of them). A failed
+    transaction is aborted and its batch re-read from the committed offsets.
+    Subclasses set `stage` and implement `process(batches)`; `output_topics` lists where they write.
+    """
+
+    stage = "stage"
+
+    def __init__(self, *, topics: list[str], bootstrap_servers: str, group_id: str, transactional_id: str,
+                 metrics: HubMetrics, output_topics: list[str], batch_max_records: int = 20_000,
+                 batch_max_wait_ms: int = 50) -> None:
+        self.topics = topics
+        self.metrics = metrics
+        self.group_id = group_id
+        self.output_topics = output_topics
+        self.batch_max_records = batch_max_records
+        self.batch_max_wait_ms = batch_max_wait_ms
+        self.consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, group_id=group_id,
+                                         enable_auto_commit=False, auto_offset_reset="earliest",
+                                         isolation_level="read_committed",
+                                         max_partition_fetch_bytes=4 * 1024 * 1024)
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, transactional_id=transactional_id,
+                                         enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024)
+        self.writer = BatchWriter(self.producer)
+        self.processed = 0
+        self.first_batch_at: float | None = None  # perf_counter() of the first batch read
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    @property
+    def assigned(self) -> int:
+        return len(self.consumer.assignment())
+
+    async def run(self) -> None:
+        """Process batches until stopped."""
+        while not self._stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=self.batch_max_wait_ms or 1,
+                                                  max_records=self.batch_max_records)
+            self.metrics.assigned_partitions.labels(self.stage).set(self.assigned)
+            if not batches:
+                continue
+            started = time.perf_counter()
+            if self.first_batch_at is None:
+                self.first_batch_at = started
+            try:
+                await self.writer.prepare(self.output_topics, refresh=True)
+                async with self.producer.transaction():
+                    await self.process(batches)
+                    await self.writer.flush()
+                    await self.producer.send_offsets_to_transaction(
+                        {tp: messages[-1].offset + 1 for tp, messages in batches.items()}, self.group_id)
+            except KafkaError:
+                # The transaction aborted: nothing of this batch is visible. Rewind to the last
+                # committed offsets so the batch is read and processed again.
+                log.exception("%s batch failed; re-reading from the committed offsets", self.stage)
+                self.writer.discard()
+                await self._rewind(list(batches))
+                await asyncio.sleep(1)
+                continue
+            self.committed(batches)
+            self.processed += sum(len(m) for m in batches.values())
+            self.metrics.batch_seconds.labels(self.stage).observe(time.perf_counter() - started)
+
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Append the batch's outputs to `self.writer` (called inside the transaction)."""
+        raise NotImplementedError
+
+    def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """The batch's transaction committed (count it in metrics here, not before)."""
+
+    async def _rewind(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
