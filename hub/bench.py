@@ -120,9 +120,9 @@ async def run_bench(config: HubConfig, count: int, bad_ratio: float, echo: Calla
     catalogue = Catalogue.load()
     entity = catalogue[ENTITY]
     partitions = config.kafka.ingest_partitions
-    await ensure_topics(bootstrap, [(topic, partitions), (prefix + entity.topic, partitions),
-                                    (prefix + f"hub.dlq.{source}", partitions), (f"{topic}.plain-out", partitions)],
-                        config.kafka.replication_factor)
+    outputs = [(prefix + e.topic, partitions) for e in catalogue.entities.values()]  # the stage writes to all
+    await ensure_topics(bootstrap, [(topic, partitions), *outputs, (prefix + f"hub.dlq.{source}", partitions),
+                                    (f"{topic}.plain-out", partitions)], config.kafka.replication_factor)
     password = config.registry.password.get_secret_value() if config.registry.password else None
     async with SchemaRegistry(config.registry.url, username=config.registry.username, password=password) as registry:
         schema_ids = await prepare_schemas(registry, catalogue, config.registry.auto_register)
