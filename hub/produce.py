@@ -7,7 +7,15 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
+
+# The Java client's default partitioner: murmur2 with this seed, sign bit cleared, modulo count.
+MURMUR2_SEED = 0x9747B28C
+
+
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    """The partition Java clients (and aiokafka) choose for a key."""
+    return partitions[(murmurhash2(key, MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -53,7 +61,7 @@ class BatchWriter:
         if key is None:
             partition = partitions[next(self._round_robin) % len(partitions)]
         else:
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            partition = partition_for(key, partitions)
         tp = (topic, partition)
         batch = self._open.get(tp)
         if batch is None:
