@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -138,6 +139,17 @@ async def run_bench(config: HubConfig, count: int, bad_ratio: float, echo: Calla
     return figures
 
 
+def classes_table(name: str, metadata: Any) -> Any:
+    """A school.class source table as the `sql` connector reads it by default (id, created/updated)."""
+    import sqlalchemy as sa
+
+    return sa.Table(name, metadata, sa.Column("id", sa.Integer, primary_key=True),
+                    *[sa.Column(c, sa.Text) for c in ("class_id", "school_code", "school_year", "name",
+                                                      "homeroom_teacher_id")],
+                    sa.Column("grade", sa.Integer), sa.Column("size", sa.Integer),
+                    sa.Column("created_at", sa.DateTime), sa.Column("updated_at", sa.DateTime))
+
+
 async def run_sql_bench(config: HubConfig, url: str, rows: int, batch_size: int,
                         echo: Callable[[str], None]) -> Figure:
     """Rows/s of the `sql` connector with its runtime: a fresh table of `rows` classes in the database
@@ -152,11 +164,7 @@ async def run_sql_bench(config: HubConfig, url: str, rows: int, batch_size: int,
     source = f"bench-{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(url)
     metadata = sa.MetaData()
-    classes = sa.Table(table, metadata, sa.Column("id", sa.Integer, primary_key=True),
-                       *[sa.Column(c, sa.Text) for c in ("class_id", "school_code", "school_year", "name",
-                                                         "homeroom_teacher_id")],
-                       sa.Column("grade", sa.Integer), sa.Column("size", sa.Integer),
-                       sa.Column("created_at", sa.DateTime), sa.Column("updated_at", sa.DateTime))
+    classes = classes_table(table, metadata)
     metadata.create_all(engine)
     base = datetime(2026, 1, 1, 7, 0)
     echo(f"inserting {rows} rows into {table}…")

@@ -25,6 +25,7 @@ import yaml
 from connectors.http import sign
 from connectors.runtime import ConnectService
 from connectors.simulate import SchoolManagementDatabase, SchoolSpreadsheets, file_connector_config, smas_connector_configs
+from hub.bench import classes_table
 from hub.config import HubConfig
 from tests.kafka_helpers import header, read_to_end, wait_until
 from tests.pg import postgres_server
@@ -122,11 +123,7 @@ def test_kill_9_mid_snapshot_then_restart_every_row_exactly_once_after_dedup(loc
     table = f"classes_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(pg_url)
     metadata = sa.MetaData()
-    rows_table = sa.Table(table, metadata, sa.Column("id", sa.Integer, primary_key=True),
-                          *[sa.Column(c, sa.Text) for c in ("class_id", "school_code", "school_year", "name",
-                                                            "homeroom_teacher_id")],
-                          sa.Column("grade", sa.Integer), sa.Column("size", sa.Integer),
-                          sa.Column("created_at", sa.DateTime), sa.Column("updated_at", sa.DateTime))
+    rows_table = classes_table(table, metadata)
     metadata.create_all(engine)
     base = datetime(2026, 1, 1, 8, 0)
     total = 20_000

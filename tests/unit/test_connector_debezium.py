@@ -14,9 +14,8 @@ from pydantic import ValidationError
 
 from connectors.base import KINDS, event_id_for
 from connectors.debezium import DebeziumConnector, DebeziumConnectorConfig, to_envelope
-from hub.envelope import check_envelope
-from hub.rules import apply_rules
 from hub.schemas import Catalogue
+from tests.hub_check import hub_problems  # noqa: E402
 
 CATALOGUE = Catalogue.load()
 TOPIC = "smas.public.hoc_sinh"
@@ -75,22 +74,6 @@ def with_schema(payload: dict, after_fields: list[dict]) -> dict:
 
 def encode(document) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode()
-
-
-def hub_problems(envelope: dict) -> list:
-    checked, problems = check_envelope(envelope, entities=CATALOGUE.names)
-    if checked is None or problems:
-        return problems
-    if checked.data is None:
-        return []
-    schema = CATALOGUE[checked.entity]
-    record, problems = schema.to_record(checked.data)
-    if record is None:
-        return problems
-    problems = apply_rules(checked.entity, record)
-    if schema.key_of(record) != checked.key:
-        problems.append(("key", schema.key_of(record), checked.key))
-    return problems
 
 
 def test_registered_with_its_config_model():

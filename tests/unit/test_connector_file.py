@@ -16,9 +16,8 @@ from pydantic import ValidationError
 
 from connectors.base import KINDS, event_id_for
 from connectors.file import DONE_KEEP, FileConnector, FileConnectorConfig
-from hub.envelope import check_envelope
-from hub.rules import apply_rules
 from hub.schemas import Catalogue
+from tests.hub_check import hub_problems  # noqa: E402
 
 CATALOGUE = Catalogue.load()
 WARD_LE_CHAN = "11383"  # phường Lê Chân, Hải Phòng
@@ -86,23 +85,6 @@ def poll_all(connector: FileConnector) -> list:
     while batch := run(connector.poll()):
         records.extend(batch)
     return records
-
-
-def hub_problems(envelope: dict) -> list:
-    """What the hub would say about the envelope: envelope checks, schema, sector rules and the key."""
-    checked, problems = check_envelope(envelope, entities=CATALOGUE.names)
-    if checked is None or problems:
-        return problems
-    if checked.data is None:
-        return []
-    schema = CATALOGUE[checked.entity]
-    record, problems = schema.to_record(checked.data)
-    if record is None:
-        return problems
-    problems = apply_rules(checked.entity, record)
-    if schema.key_of(record) != checked.key:
-        problems.append(("key", schema.key_of(record), checked.key))
-    return problems
 
 
 def test_registered_with_its_config_model():
