@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from connectors.simulate import ExamRegistrationSimulator
 from hub.config import HubConfig, SourceConfig
 from hub.metrics import HubMetrics
+from hub.dedup import DedupWindow, changelog_configs
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue
 from hub.topics import ensure_topics, ingest_topic
@@ -90,8 +91,11 @@ async def _plain_loop(bootstrap: str, topic: str, count: int, parsed_schema, out
 async def _hub_stage(config: HubConfig, source: str, count: int, schema_ids: dict[str, int],
                      catalogue: Catalogue, prefix: str) -> Figure:
     """The real validate stage, every guarantee on, writing to prefixed copies of its topics."""
+    dedup = DedupWindow(f"{prefix}dedup-changelog", config.worker.dedup_window_s)
+    await ensure_topics(config.kafka.bootstrap_servers, [(dedup.topic, config.kafka.ingest_partitions)],
+                        config.kafka.replication_factor, configs=changelog_configs(dedup.window_s))
     stage = ValidateStage(
-        validator=Validator(catalogue, {source}), schema_ids=schema_ids,
+        validator=Validator(catalogue, {source}), schema_ids=schema_ids, dedup=dedup,
         bootstrap_servers=config.kafka.bootstrap_servers, sources=[source],
         group_id=f"bench-hub-{uuid.uuid4().hex[:8]}", transactional_id=f"bench-hub-{uuid.uuid4().hex[:8]}",
         metrics=HubMetrics(), batch_max_records=config.worker.batch_max_records,
@@ -108,7 +112,7 @@ async def _hub_stage(config: HubConfig, source: str, count: int, schema_ids: dic
     finally:
         await stage.stop()
         await asyncio.gather(runner, return_exceptions=True)
-    return Figure("hub validate stage (full validation, DLQ, transactions)", stage.processed,
+    return Figure("hub validate stage (full validation, dedup, DLQ, transactions)", stage.processed,
                   finished - stage.first_batch_at)
 
 

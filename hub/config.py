@@ -101,6 +101,10 @@ class WorkerConfig(_Section):
     batch_max_wait_ms: int = Field(
         50, ge=0, le=10_000, description="longest the validate stage waits to fill a batch, in ms"
     )
+    dedup_window_s: int = Field(
+        7 * 24 * 3600, ge=0, le=90 * 24 * 3600,
+        description="seconds during which a repeated event_id is dropped (default 7 days; 0 turns dedup off)",
+    )
 
 
 class SourceConfig(_Section):

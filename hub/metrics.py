@@ -27,6 +27,10 @@ class HubMetrics:
             "eduhub_events_invalid", "Events that failed validation, by the first rule they broke.",
             ["source", "entity", "rule"], registry=r,
         )
+        self.deduplicated = Counter(
+            "eduhub_events_deduplicated", "Valid events dropped because their event_id was accepted within the "
+            "dedup window.", ["source", "entity"], registry=r,
+        )
         self.routed = Counter(
             "eduhub_events_routed", "Records delivered to a subscriber's Kafka topic.", ["subscriber", "entity"],
             registry=r,

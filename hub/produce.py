@@ -62,6 +62,13 @@ class BatchWriter:
             partition = partitions[next(self._round_robin) % len(partitions)]
         else:
             partition = partition_for(key, partitions)
+        self.append_to(topic, partition, key, value, timestamp_ms, headers)
+
+    def append_to(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                  timestamp_ms: int | None, headers: Headers | None = None) -> None:
+        """Append to an explicit partition (co-partitioned state such as a changelog)."""
+        if headers is None:
+            headers = []  # aiokafka's C record builder takes a list, never a tuple
         tp = (topic, partition)
         batch = self._open.get(tp)
         if batch is None:

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hub.metrics import HubMetrics
@@ -38,7 +38,8 @@ class TransactionalStage:
         self.output_topics = output_topics
         self.batch_max_records = batch_max_records
         self.batch_max_wait_ms = batch_max_wait_ms
-        self.consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, group_id=group_id,
+        self.bootstrap_servers = bootstrap_servers
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
                                          enable_auto_commit=False, auto_offset_reset="earliest",
                                          isolation_level="read_committed",
                                          max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -48,10 +49,14 @@ class TransactionalStage:
         self.processed = 0
         self.first_batch_at: float | None = None  # perf_counter() of the first batch read
         self._stopping = asyncio.Event()
+        # Set while the assigned partitions' state is restored; aiokafka may fetch for new partitions
+        # while the rebalance listener still runs, so batches wait on this before being processed.
+        self._restored = asyncio.Event()
 
     async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -60,7 +65,8 @@ class TransactionalStage:
 
     @property
     def assigned(self) -> int:
-        return len(self.consumer.assignment())
+        """Partitions assigned and ready to process (their state restored)."""
+        return len(self.consumer.assignment()) if self._restored.is_set() else 0
 
     async def run(self) -> None:
         """Process batches until stopped."""
@@ -68,6 +74,11 @@ class TransactionalStage:
             batches = await self.consumer.getmany(timeout_ms=self.batch_max_wait_ms or 1,
                                                   max_records=self.batch_max_records)
             self.metrics.assigned_partitions.labels(self.stage).set(self.assigned)
+            if not batches:
+                continue
+            await self._restored.wait()
+            assignment = self.consumer.assignment()
+            batches = {tp: messages for tp, messages in batches.items() if tp in assignment}
             if not batches:
                 continue
             started = time.perf_counter()
@@ -85,6 +96,7 @@ class TransactionalStage:
                 # committed offsets so the batch is read and processed again.
                 log.exception("%s batch failed; re-reading from the committed offsets", self.stage)
                 self.writer.discard()
+                self.aborted(batches)
                 await self._rewind(list(batches))
                 await asyncio.sleep(1)
                 continue
@@ -99,6 +111,15 @@ class TransactionalStage:
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """The batch's transaction committed (count it in metrics here, not before)."""
 
+    def aborted(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """The batch's transaction aborted: forget what `process` staged for it."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Partitions were assigned; called before any of their records is read (restore state here)."""
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions were taken away (drop their state here)."""
+
     async def _rewind(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             committed = await self.consumer.committed(tp)
@@ -106,3 +127,18 @@ class TransactionalStage:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Forwards the group's rebalances to the stage (aiokafka awaits these before fetching)."""
+
+    def __init__(self, stage: TransactionalStage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.stage._restored.clear()
+        self.stage.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.stage.on_assigned(set(assigned))
+        self.stage._restored.set()

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from aiokafka import TopicPartition
 
 from hub import dlq
+from hub.dedup import DedupWindow
 from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json
 from hub.metrics import HubMetrics
 from hub.rules import RuleContext, apply_rules
@@ -21,6 +22,7 @@ from hub.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 STAGE = "validate"
 UNKNOWN = "unknown"
 VALID = ""  # the outcome key of a valid event in the per-batch counts
+DUPLICATE = "\0duplicate"  # the outcome key of a valid event whose event_id was accepted before
 log = logging.getLogger(__name__)
 
 
@@ -104,9 +106,12 @@ class ValidateStage(TransactionalStage):
 
     def __init__(self, *, validator: Validator, schema_ids: dict[str, int], bootstrap_servers: str,
                  sources: list[str], group_id: str, transactional_id: str, metrics: HubMetrics,
-                 batch_max_records: int = 20_000, batch_max_wait_ms: int = 50, topic_prefix: str = "") -> None:
+                 batch_max_records: int = 20_000, batch_max_wait_ms: int = 50, topic_prefix: str = "",
+                 dedup: DedupWindow | None = None) -> None:
         outputs = [topic_prefix + e.topic for e in validator.catalogue.entities.values()]
         outputs += [topic_prefix + dlq_topic(s) for s in sources]
+        if dedup is not None:
+            outputs.append(dedup.topic)
         super().__init__(topics=[ingest_topic(s) for s in sources], bootstrap_servers=bootstrap_servers,
                          group_id=group_id, transactional_id=transactional_id, metrics=metrics,
                          output_topics=outputs, batch_max_records=batch_max_records,
@@ -115,6 +120,7 @@ class ValidateStage(TransactionalStage):
         # Output topics get this prefix; only the benchmark sets it, to keep its output apart.
         self.topic_prefix = topic_prefix
         self.schema_ids = schema_ids
+        self.dedup = dedup
         # Counted locally and added to the metrics once a batch committed: a labelled inc() per
         # event costs more than the rest of the bookkeeping.
         self._counts: Counter[tuple[str, str, str]] = Counter()
@@ -128,9 +134,12 @@ class ValidateStage(TransactionalStage):
         # time-based retention would delete at once a record about a change months old.
         append = writer.append
         prefix = self.topic_prefix
+        dedup = self.dedup
+        now_s = now.timestamp()
         for tp, messages in batches.items():
             source = source_of_ingest_topic(tp.topic)
             dead_letters = prefix + dlq_topic(source)
+            repeated = dedup.checker(tp, now_s) if dedup is not None else None
             for message in messages:
                 try:
                     result = self.validator.validate(message.value, topic_source=source, now=now)
@@ -139,6 +148,11 @@ class ValidateStage(TransactionalStage):
                     result = Invalid(None, UNKNOWN, [Problem("", "hub.internal_error", repr(exc))])
                 if isinstance(result, Valid):
                     envelope = result.envelope
+                    # Only accepted events enter the window: a rejected event may be re-sent, fixed, under
+                    # the same event_id.
+                    if repeated is not None and repeated(envelope.event_id):
+                        counts[(source, envelope.entity, DUPLICATE)] += 1
+                        continue
                     value = None
                     if result.record is not None:
                         value = result.entity.encode(self.schema_ids[envelope.entity], result.record)
@@ -152,16 +166,34 @@ class ValidateStage(TransactionalStage):
                     append(dead_letters, message.key, message.value, None, headers)
                     counts[(source, result.entity, result.problems[0].rule)] += 1
             await writer.drain()
+        if dedup is not None:
+            dedup.write(writer, int(now_s * 1000))
 
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
         metrics = self.metrics
         dlq_writes: Counter[str] = Counter()
+        if self.dedup is not None:
+            self.dedup.committed()
         for (source, entity, outcome), n in self._counts.items():
             metrics.ingested.labels(source, entity).inc(n)
             if outcome == VALID:
                 metrics.valid.labels(source, entity).inc(n)
+            elif outcome == DUPLICATE:
+                metrics.deduplicated.labels(source, entity).inc(n)
             else:
                 metrics.invalid.labels(source, entity, outcome).inc(n)
                 dlq_writes[source] += n
         for source, n in dlq_writes.items():
             metrics.dlq_writes.labels(source, STAGE).inc(n)
+
+    def aborted(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        if self.dedup is not None:
+            self.dedup.aborted()
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        if self.dedup is not None:
+            await self.dedup.restore(self.bootstrap_servers, partitions)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        if self.dedup is not None:
+            self.dedup.revoke(partitions)

@@ -15,12 +15,13 @@ from mode import Service
 from hub import web
 from hub.audit import AUDIT_TOPIC, audit_key
 from hub.config import ConfigError, HubConfig
+from hub.dedup import DedupWindow, changelog_configs, changelog_topic
 from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.schemas import Catalogue
 from hub.route import RouteStage
 from hub.subscriptions import SubscriptionPolicy, load_subscriptions
-from hub.topics import dlq_topic, ensure_topics, ingest_topic
+from hub.topics import dlq_topic, ensure_topics, ingest_topic, partitions_of
 from hub.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"
@@ -45,6 +46,16 @@ def worker_topics(config: HubConfig, catalogue: Catalogue) -> list[tuple[str, in
     topics += [(dlq_topic(s), partitions) for s in config.source_ids]
     topics += [(e.topic, config.kafka.canonical_partitions) for e in catalogue.entities.values()]
     return topics
+
+
+async def check_copartitioned(bootstrap_servers: str, changelog: str, sources: list[str]) -> None:
+    """Every ingest partition needs its changelog partition: refuse to start otherwise."""
+    have = len(await partitions_of(bootstrap_servers, changelog))
+    for source in sources:
+        need = len(await partitions_of(bootstrap_servers, ingest_topic(source)))
+        if need > have:
+            raise ConfigError(f"topic {ingest_topic(source)} has {need} partitions but the dedup changelog {changelog} "
+                              f"has {have}: add partitions to {changelog} (kafka-topics.sh --alter --partitions {need})")
 
 
 def master_key(config: HubConfig) -> bytes:
@@ -113,13 +124,22 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
                 metrics.registry_errors.labels("register").inc()
                 raise RuntimeError(f"cannot prepare schemas: {exc}") from exc
             await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
+            group_id = f"{APP_ID}-validate"
+            dedup = None
+            if config.worker.dedup_window_s:
+                # Co-partitioned with the ingest topics: ingest partition p keeps its window in partition p.
+                dedup = DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s)
+                await ensure_topics(kafka.bootstrap_servers, [(dedup.topic, kafka.ingest_partitions)],
+                                    kafka.replication_factor, configs=changelog_configs(dedup.window_s))
+                await check_copartitioned(kafka.bootstrap_servers, dedup.topic, config.source_ids)
             stage = ValidateStage(
                 validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
                 schema_ids=schema_ids,
                 bootstrap_servers=kafka.bootstrap_servers,
                 sources=config.source_ids,
-                group_id=f"{APP_ID}-validate",
+                group_id=group_id,
                 transactional_id=f"{APP_ID}-validate-{config.worker.instance_id}",
+                dedup=dedup,
                 metrics=metrics,
                 batch_max_records=config.worker.batch_max_records,
                 batch_max_wait_ms=config.worker.batch_max_wait_ms,

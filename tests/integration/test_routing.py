@@ -117,3 +117,33 @@ def Validator_record(envelope: dict) -> dict:
     from hub.validate import Validator
 
     return Validator(CATALOGUE).validate(json.dumps(envelope, ensure_ascii=False).encode()).record
+
+
+def test_repeated_event_id_across_a_worker_restart_is_delivered_once(local_stack, start_worker, unique_source,
+                                                                      monkeypatch):
+    """The dedup window lives in Kafka: a restarted worker still knows the event_ids accepted before."""
+    monkeypatch.setenv("EDUHUB_PSEUDONYM_KEY", KEY)
+    subscriber = f"once-{unique_source}"
+    subscriptions = [{"id": subscriber, "entities": ["school.student"], "pii_default": "keep"}]
+    instance = f"it-dedup-{uuid.uuid4().hex[:6]}"
+    first = start_worker([unique_source], instance_id=instance, subscriptions=subscriptions)
+    student = copy.deepcopy(next(e for e in examples() if e["entity"] == "school.student"))
+    student["source"], student["event_id"] = unique_source, str(uuid.uuid4())
+    topic = f"sub.{subscriber}.school.student"
+    produce_raw(local_stack.bootstrap_servers, f"ingest.{unique_source}", [(student["key"].encode(), encode(student))])
+    wait_until(lambda: len(topic_records(local_stack, topic, unique_source)) == 1, bound_s=120, interval_s=1)
+    assert first.stop() == 0
+
+    second = start_worker([unique_source], instance_id=instance, subscriptions=subscriptions)
+    marker = copy.deepcopy(student)  # same key, so same partition, read after the repeat
+    marker["event_id"] = str(uuid.uuid4())
+    marker["data"]["class_name"] = "10A9"
+    produce_raw(local_stack.bootstrap_servers, f"ingest.{unique_source}",
+                [(student["key"].encode(), encode(student)), (marker["key"].encode(), encode(marker))])
+    wait_until(lambda: len(topic_records(local_stack, topic, unique_source)) >= 2, bound_s=120, interval_s=1)
+    delivered = [header(r, "eduhub.event_id") for r in topic_records(local_stack, topic, unique_source)]
+    assert delivered == [student["event_id"], marker["event_id"]]
+    canonical = [header(r, "eduhub.event_id") for r in topic_records(local_stack, "edu.school.student", unique_source)]
+    assert canonical.count(student["event_id"]) == 1
+    metrics = httpx.get(f"{second.url}/metrics", timeout=10).text
+    assert f'eduhub_events_deduplicated_total{{entity="school.student",source="{unique_source}"}} 1.0' in metrics
