@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import math
@@ -19,29 +18,17 @@ from pydantic import Field
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, register
 from hub.envelope import Problem, check_envelope, read_json
 from hub.schemas import Catalogue
+from hub.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 __all__ = ["HEADER_SIGNATURE", "HEADER_TIMESTAMP", "HttpConnector", "HttpConnectorConfig", "sign"]
 
 log = logging.getLogger(__name__)
 
-HEADER_TIMESTAMP = "X-EduHub-Timestamp"
-HEADER_SIGNATURE = "X-EduHub-Signature"
-SIGNATURE_PREFIX = "sha256="
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^sha256=[0-9a-fA-F]{64}$")
 _READ_CHUNK = 64 * 1024
 # Seen signatures are swept of expired entries at most this often (seconds).
 _SWEEP_EVERY_S = 1.0
-
-
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The `X-EduHub-Signature` header value of `body` sent at `timestamp` (unix seconds).
-
-    >>> sign(b"k", 1767225600, b"{}")
-    'sha256=fed6131b41a6ecb5f059cee4c80c7df319ff6fa75d64b59110157107b6b6fbed'
-    """
-    digest = hmac.new(secret, f"{int(timestamp)}.".encode() + body, hashlib.sha256).hexdigest()
-    return SIGNATURE_PREFIX + digest
 
 
 class HttpConnectorConfig(ConnectorConfig):

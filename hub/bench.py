@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.simulate import ExamRegistrationSimulator
 from hub.config import HubConfig, SourceConfig
-from hub.metrics import HubMetrics
 from hub.dedup import DedupWindow, changelog_configs
+from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue
 from hub.topics import ensure_topics, ingest_topic

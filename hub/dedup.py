@@ -91,7 +91,7 @@ class DedupWindow:
         """Forget ids older than the window; returns how many."""
         cutoff = time.time() - self.window_s
         dropped = 0
-        for tp, ids in self._seen.items():
+        for ids in self._seen.values():
             old = [i for i, at in ids.items() if at < cutoff]
             for i in old:
                 del ids[i]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from hub import __version__
 
@@ -32,8 +39,24 @@ class HubMetrics:
             "dedup window.", ["source", "entity"], registry=r,
         )
         self.routed = Counter(
-            "eduhub_events_routed", "Records delivered to a subscriber's Kafka topic.", ["subscriber", "entity"],
+            "eduhub_events_routed", "Records written to a subscriber's topic (its feed, or the queue of its HTTP delivery).", ["subscriber", "entity"],
             registry=r,
+        )
+        self.delivered = Counter(
+            "eduhub_events_delivered", "Records a subscriber received: written to its Kafka topic, or accepted "
+            "(2xx) by its HTTP endpoint.", ["subscriber", "entity"], registry=r,
+        )
+        self.delivery_failures = Counter(
+            "eduhub_delivery_failures", "Failed HTTP delivery attempts (each is retried or dead-lettered).",
+            ["subscriber", "entity"], registry=r,
+        )
+        self.circuit_open = Gauge(
+            "eduhub_delivery_circuit_open", "1 while an HTTP subscriber's circuit breaker is open.", ["subscriber"],
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "eduhub_end_to_end_latency_seconds", "From an event's occurred_at to its delivery to a subscriber.",
+            ["subscriber"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r,
         )
         self.dlq_writes = Counter(
             "eduhub_dlq_writes", "Records written to a dead-letter topic.", ["source", "stage"], registry=r

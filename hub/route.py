@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -9,8 +11,8 @@ from typing import Any
 import fastavro
 from aiokafka import TopicPartition
 
-from hub.audit import AUDIT_TOPIC, audit_record
-from hub.envelope import HEADER_EVENT_ID
+from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
+from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, parse_timestamp
 from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue, decode_body, encode_wire, split_wire
@@ -43,6 +45,8 @@ class RouteStage(TransactionalStage):
         self.audit_key = audit_key
         self._parsed_schemas: dict[tuple[str, str], Any] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._kafka_delivered: list[tuple[str, bytes]] = []  # (subscriber, occurred_at header) for latency
+        self._by_kafka = {p.config.id for p in policies if p.config.delivery.kind == "kafka"}
 
     def _parsed(self, policy: SubscriptionPolicy, entity: str) -> Any:
         """The fastavro-parsed projected schema of a subscriber's entity (parsed once)."""
@@ -60,12 +64,14 @@ class RouteStage(TransactionalStage):
         writer = self.writer
         counts = self._counts
         counts.clear()
+        self._kafka_delivered.clear()
         now = datetime.now(timezone.utc).isoformat()
         for tp, messages in batches.items():
             entity = self.by_topic[tp.topic]
             for message in messages:
                 headers = list(message.headers or ())
                 event_id = next((v.decode() for k, v in headers if k == HEADER_EVENT_ID), None)
+                occurred = next((v for k, v in headers if k == HEADER_OCCURRED_AT), b"")
                 record = None if message.value is None else await self._record(message.value)
                 for policy in self.policies:
                     if entity.entity not in policy.entities:
@@ -81,13 +87,26 @@ class RouteStage(TransactionalStage):
                         value = encode_wire(self.schema_ids[(policy.config.id, entity.entity)],
                                             self._parsed(policy, entity.entity), projected)
                     out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
+                    refs = audit_refs(self.audit_key, message.key.decode(), record)
+                    if policy.config.delivery.kind == "http":
+                        # The topic is the subscriber's queue: the delivery stage audits the outcome.
+                        out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
+                    else:
+                        writer.append(AUDIT_TOPIC, message.key, audit_entry(
+                            refs, subscriber=policy.config.id, entity=entity.entity, event_id=event_id, at=now,
+                            outcome="delivered"), None, [])
+                        self._kafka_delivered.append((policy.config.id, occurred))
                     writer.append(policy.topic(entity.entity), key.encode(), value, None, out_headers)
-                    writer.append(AUDIT_TOPIC, message.key, audit_record(
-                        self.audit_key, subscriber=policy.config.id, entity=entity.entity,
-                        entity_key=message.key.decode(), event_id=event_id, record=record, at=now), None, [])
                     counts[(policy.config.id, entity.entity)] += 1
             await writer.drain()
 
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
         for (subscriber, entity_name), n in self._counts.items():
             self.metrics.routed.labels(subscriber, entity_name).inc(n)
+            if subscriber in self._by_kafka:  # a Kafka subscriber has it once the transaction committed
+                self.metrics.delivered.labels(subscriber, entity_name).inc(n)
+        now = time.time()
+        for subscriber, occurred in self._kafka_delivered:
+            at = parse_timestamp(occurred.decode())
+            if at is not None:
+                self.metrics.end_to_end_seconds.labels(subscriber).observe(max(0.0, now - at.timestamp()))

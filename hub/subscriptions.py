@@ -129,6 +129,19 @@ class HttpDelivery(_Model):
     secret_env: str = Field(
         description="name of the environment variable holding the signing secret, e.g. EDUHUB_SUB_PARENT_APP_SECRET"
     )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="how long one POST may take, seconds")
+    max_attempts: int = Field(
+        8, ge=1, le=1000, description="answered failures (non-2xx other than 408/425/429/502/503/504) before the "
+        "event goes to the subscriber's DLQ hub.dlq.sub.<id>")
+    backoff_initial_s: float = Field(0.5, gt=0, le=3600, description="first retry delay, seconds (doubles each "
+                                     "retry, with full jitter)")
+    backoff_max_s: float = Field(60.0, gt=0, le=3600, description="longest retry delay, seconds")
+    breaker_failures: int = Field(5, ge=1, le=1000, description="consecutive failures that open the circuit breaker")
+    breaker_open_s: float = Field(30.0, gt=0, le=3600, description="how long the open breaker stops all sending "
+                                  "before one probe request, seconds")
+    max_in_flight: int = Field(16, ge=1, le=1000, description="keys delivered in parallel (each key in order)")
+    batch_max_records: int = Field(500, ge=1, le=100_000, description="records read from Kafka per batch; offsets "
+                                   "commit when all of them were delivered or dead-lettered")
 
     @field_validator("url")
     @classmethod

@@ -28,6 +28,11 @@ def dlq_topic(source: str) -> str:
     return f"hub.dlq.{source}"
 
 
+def subscriber_dlq_topic(subscriber: str) -> str:
+    """Dead letters of an HTTP subscriber (ids have no dots, so this never names a source's DLQ)."""
+    return f"hub.dlq.sub.{subscriber}"
+
+
 async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int,
                         configs: dict[str, str] | None = None) -> list[str]:
     """Create the (name, partitions) topics that do not exist yet; returns the names created.

@@ -16,12 +16,19 @@ from hub import web
 from hub.audit import AUDIT_TOPIC, audit_key
 from hub.config import ConfigError, HubConfig
 from hub.dedup import DedupWindow, changelog_configs, changelog_topic
+from hub.delivery import HttpDeliverer
 from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
-from hub.schemas import Catalogue
 from hub.route import RouteStage
-from hub.subscriptions import SubscriptionPolicy, load_subscriptions
-from hub.topics import dlq_topic, ensure_topics, ingest_topic, partitions_of
+from hub.schemas import Catalogue
+from hub.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
+from hub.topics import (
+    dlq_topic,
+    ensure_topics,
+    ingest_topic,
+    partitions_of,
+    subscriber_dlq_topic,
+)
 from hub.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"
@@ -56,6 +63,21 @@ async def check_copartitioned(bootstrap_servers: str, changelog: str, sources: l
         if need > have:
             raise ConfigError(f"topic {ingest_topic(source)} has {need} partitions but the dedup changelog {changelog} "
                               f"has {have}: add partitions to {changelog} (kafka-topics.sh --alter --partitions {need})")
+
+
+def http_secrets(policies: list[SubscriptionPolicy]) -> dict[str, bytes]:
+    """The signing secret of every HTTP subscriber, from the variable its `delivery.secret_env` names."""
+    secrets = {}
+    for index, policy in enumerate(policies):
+        delivery = policy.config.delivery
+        if isinstance(delivery, HttpDelivery):
+            value = os.environ.get(delivery.secret_env, "")
+            if not value:
+                raise ConfigError(f"hub.yaml: subscriptions.{index}.delivery.secret_env: the environment variable "
+                                  f"{delivery.secret_env} is empty or unset — set it to the secret shared with "
+                                  f"subscriber {policy.config.id!r} (it signs every POST)")
+            secrets[policy.config.id] = value.encode()
+    return secrets
 
 
 def master_key(config: HubConfig) -> bytes:
@@ -165,11 +187,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     if config.subscriptions:
         key = master_key(config)
         policies = load_subscriptions(config.subscriptions, catalogue, key)
-        for index, policy in enumerate(policies):
-            if policy.config.delivery.kind != "kafka":
-                # Refused rather than silently delivered to Kafka instead.
-                raise ConfigError(f"hub.yaml: subscriptions.{index}.delivery.kind: {policy.config.delivery.kind!r} "
-                                  f"delivery is not available yet — use kind: kafka (topic {policy.topic('<entity>')})")
+        secrets = http_secrets(policies)
 
         class RouteService(Service):
             """Runs the route stage for the lifetime of the worker."""
@@ -201,6 +219,37 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
 
         app.service(RouteService)
 
+        if secrets:
+            class DeliverService(Service):
+                """Runs the HTTP delivery of every HTTP subscriber for the lifetime of the worker."""
+
+                async def on_start(self) -> None:
+                    while "route" not in state:  # the subscriber topics exist once route started
+                        await asyncio.sleep(0.05)
+                    kafka = config.kafka
+                    await ensure_topics(kafka.bootstrap_servers,
+                                        [(subscriber_dlq_topic(p.config.id), kafka.canonical_partitions)
+                                         for p in policies if p.config.id in secrets], kafka.replication_factor)
+                    deliverers = [HttpDeliverer(p, secret=secrets[p.config.id], bootstrap_servers=kafka.bootstrap_servers,
+                                                registry=registry, metrics=metrics)
+                                  for p in policies if p.config.id in secrets]
+                    for deliverer in deliverers:
+                        await deliverer.start()
+                    state["deliver"] = deliverers
+                    log.info("HTTP delivery started: %s", ", ".join(d.subscriber for d in deliverers))
+
+                @Service.task
+                async def _run(self) -> None:
+                    while "deliver" not in state:
+                        await asyncio.sleep(0.05)
+                    await asyncio.gather(*(d.run() for d in state["deliver"]))
+
+                async def on_stop(self) -> None:
+                    for deliverer in state.pop("deliver", []):
+                        await deliverer.stop()
+
+            app.service(DeliverService)
+
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
         checks = {
@@ -210,6 +259,8 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         }
         if config.subscriptions:
             checks["route_stage"] = "route" in state
+        if config.subscriptions and secrets:
+            checks["http_delivery"] = "deliver" in state
         return checks
 
     web.install(app, metrics, readiness)

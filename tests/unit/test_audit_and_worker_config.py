@@ -40,9 +40,10 @@ def test_subscriptions_need_the_master_key(tmp_path, monkeypatch):
         master_key(config([{"id": "moet-sync", "entities": ["*"]}], tmp_path))
 
 
-def test_http_delivery_is_refused_until_it_exists(tmp_path, monkeypatch):
+def test_an_http_subscriber_without_its_secret_is_refused_naming_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("EDUHUB_PSEUDONYM_KEY", "unit-test-master-key-0123456789")
+    monkeypatch.delenv("X_SECRET", raising=False)
     subscription = {"id": "parent-app", "entities": ["school.score"],
                     "delivery": {"kind": "http", "url": "https://example.invalid/hook", "secret_env": "X_SECRET"}}
-    with pytest.raises(ConfigError, match=r"subscriptions\.0\.delivery\.kind"):
+    with pytest.raises(ConfigError, match=r"subscriptions\.0\.delivery\.secret_env: the environment variable X_SECRET"):
         create_app(config([subscription], tmp_path))
