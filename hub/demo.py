@@ -1,9 +1,10 @@
-"""The main job on the embedded default (`make run`): local parts, the three seed systems, their
-connectors, a worker, and a subscriber printing what reaches the canonical topics."""
+"""The main job on the embedded default (`make run`): local parts, the seed systems, their connectors,
+a worker, a subscriber printing what reaches the canonical topics, and the HTTP subscribers' webhooks."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.config import HubConfig
+from hub.envelope import parse_timestamp
 from hub.local import LocalStack
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue, to_json
@@ -25,6 +27,7 @@ from hub.topics import partitions_of
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"
 DEMO_PSEUDONYM_KEY = "eduhub-demo-pseudonym-key-not-for-production"
+DEMO_WEBHOOK_PORT = 8090  # hub.yaml's HTTP subscribers point here: the demo plays their endpoints
 
 
 class Child:
@@ -133,6 +136,47 @@ async def drive_systems(config: HubConfig, secret: bytes, stop: asyncio.Event, r
                 pass
 
 
+async def serve_webhooks(subscribers: dict[str, bytes], port: int, stop: asyncio.Event,
+                         echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int]) -> None:
+    """The HTTP subscribers' side: checks each POST's signature and prints what arrived."""
+    from aiohttp import web
+
+    from hub.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+
+    async def hook(request: web.Request) -> web.Response:
+        subscriber = request.match_info["subscriber"]
+        body = await request.read()
+        secret = subscribers.get(subscriber)
+        if secret is None or request.headers.get(HEADER_SIGNATURE) != sign(
+                secret, int(request.headers.get(HEADER_TIMESTAMP, "0")), body):
+            return web.Response(status=401, text="bad signature")
+        event = json.loads(body)
+        name = f"webhook {subscriber}"
+        counts[name] = counts.get(name, 0) + 1
+        occurred = parse_timestamp(event.get("occurred_at"))
+        if occurred is None or occurred.timestamp() * 1000 < since_ms:
+            return web.Response(status=204)  # a backlog of earlier runs: counted, not printed
+        echo(f"[+{time.monotonic() - started:5.1f}s] {name:27} {event['key']}  {event['entity']} {event['op']} "
+             f"(event {event['event_id'][:8]}…)")
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/{subscriber}", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def http_subscribers(config: HubConfig) -> dict[str, tuple[str, str]]:
+    """subscriber id → (url, secret_env) of the HTTP subscriptions in hub.yaml."""
+    return {s["id"]: (s["delivery"]["url"], s["delivery"]["secret_env"]) for s in config.subscriptions
+            if isinstance(s.get("delivery"), dict) and s["delivery"].get("kind") == "http"}
+
+
 def prepare_systems() -> None:
     """Create the demo databases and folders on first run, with a seeded cohort of a few schools."""
     from connectors.simulate import ExamRegistrationOutbox, SchoolManagementDatabase
@@ -161,6 +205,11 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
            "EDUHUB_REGISTRY_URL": stack.registry_url, SECRET_ENV: secret}
     # Pseudonyms must be stable across runs, so the demo's key is fixed; a real deployment sets its own.
     env.setdefault(config.routing.key_env, DEMO_PSEUDONYM_KEY)
+    hooks = {}
+    for subscriber, (url, secret_env) in http_subscribers(config).items():
+        env.setdefault(secret_env, secrets.token_hex(16))  # the demo's webhooks share it with the worker
+        if url.startswith(f"http://127.0.0.1:{DEMO_WEBHOOK_PORT}/"):
+            hooks[subscriber] = env[secret_env].encode()
     if config_path is not None:
         env["EDUHUB_CONFIG"] = str(config_path)
     logs = Path(config.local.state_dir) / "logs"
@@ -178,7 +227,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
         echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
         echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
-        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms))
+        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms, hooks))
     except KeyboardInterrupt:
         pass
     finally:
@@ -191,7 +240,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
 
 
 async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: float,
-                  echo: Callable[[str], None], started: float, since_ms: int) -> None:
+                  echo: Callable[[str], None], started: float, since_ms: int, hooks: dict[str, bytes]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,9 +250,12 @@ async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: flo
     subscriber = asyncio.create_task(subscribe(stack.bootstrap_servers, stack.registry_url, topics, stop, echo,
                                                started, since_ms, counts))
     systems = asyncio.create_task(drive_systems(config, secret, stop, rate))
-    done, _ = await asyncio.wait({subscriber, systems}, return_when=asyncio.FIRST_EXCEPTION)
+    tasks = {subscriber, systems}
+    if hooks:
+        tasks.add(asyncio.create_task(serve_webhooks(hooks, DEMO_WEBHOOK_PORT, stop, echo, started, since_ms, counts)))
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
-    await asyncio.gather(subscriber, systems, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         if task.exception():
             raise task.exception()

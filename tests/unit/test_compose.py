@@ -33,9 +33,12 @@ def test_images_run_the_versions_the_local_stack_runs():
 
 def test_worker_environment_uses_only_variables_the_hub_reads_and_they_validate():
     env = SERVICES["worker"]["environment"]
-    secrets = {load_config(ROOT / "hub.yaml", environ={}).routing.key_env}
+    hub_yaml = load_config(ROOT / "hub.yaml", environ={})
+    secrets = {hub_yaml.routing.key_env} | {s["delivery"]["secret_env"] for s in hub_yaml.subscriptions
+                                            if s.get("delivery", {}).get("kind") == "http"}
     assert set(env) <= set(ENV_OVERRIDES) | {"EDUHUB_CONFIG"} | secrets
-    assert env["EDUHUB_PSEUDONYM_KEY"].startswith("${EDUHUB_PSEUDONYM_KEY:?")  # required, never a default
+    for name in secrets:  # every secret the worker needs is required, never given a default
+        assert env[name].startswith("${" + name + ":?")
     config = load_config(ROOT / "hub.yaml", environ={k: v for k, v in env.items() if k in ENV_OVERRIDES})
     assert config.kafka.bootstrap_servers == env["EDUHUB_KAFKA_BOOTSTRAP_SERVERS"]
     assert config.worker.web_host == "0.0.0.0"
