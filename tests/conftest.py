@@ -51,7 +51,7 @@ def local_stack(tmp_path_factory) -> LocalStack:
 
 
 def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port: int, instance_id: str,
-                 subscriptions: list[dict] | None = None) -> Path:
+                 subscriptions: list[dict] | None = None, extra: dict | None = None) -> Path:
     document = {
         "kafka": {"bootstrap_servers": stack.bootstrap_servers, "ingest_partitions": 3, "canonical_partitions": 3},
         "registry": {"url": stack.registry_url},
@@ -59,6 +59,7 @@ def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port:
         "sources": [{"id": s} for s in sources],
         "local": {"state_dir": str(stack.state_dir), **TEST_PORTS},
         "subscriptions": subscriptions or [],
+        **(extra or {}),
     }
     path.write_text(yaml.safe_dump(document))
     return path
@@ -118,11 +119,12 @@ def start_worker(local_stack, tmp_path):
     ports = iter(range(26066, 26100))
 
     def start(sources: list[str], instance_id: str | None = None,
-              subscriptions: list[dict] | None = None) -> WorkerProcess:
+              subscriptions: list[dict] | None = None, extra: dict | None = None) -> WorkerProcess:
         """A restarted worker passes its predecessor's instance_id, so it fences its transactions."""
         port = next(ports)
         config = write_config(tmp_path / f"hub-{port}.yaml", local_stack, sources, web_port=port,
-                              instance_id=instance_id or f"it-{uuid.uuid4().hex[:8]}", subscriptions=subscriptions)
+                              instance_id=instance_id or f"it-{uuid.uuid4().hex[:8]}", subscriptions=subscriptions,
+                              extra=extra)
         worker = WorkerProcess(config, tmp_path / f"worker-{port}.log").start()
         started.append(worker)
         return worker
