@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.runtime import ConnectService
+from hub.kafkaio import broker_reachable
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -95,8 +96,10 @@ def make_app(service: ConnectService) -> web.Application:
     @routes.get("/readyz")
     async def readyz(request: web.Request) -> web.Response:
         states = {name: r.status.state for name, r in service.runtimes.items()}
-        ready = bool(states) and all(s in ("RUNNING", "PAUSED", "STOPPED") for s in states.values())
-        return _json({"status": "ready" if ready else "not ready", "connectors": states}, 200 if ready else 503)
+        broker = await broker_reachable(service.producer.client)
+        ready = broker and bool(states) and all(s in ("RUNNING", "PAUSED", "STOPPED") for s in states.values())
+        return _json({"status": "ready" if ready else "not ready", "checks": {"broker": broker},
+                      "connectors": states}, 200 if ready else 503)
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

@@ -126,6 +126,9 @@ class ConnectorRuntime:
         self.topic = ingest_topic(self.config.source)
         self.status = ConnectorStatus(self.config.name, self.config.kind, self.config.source)
         self._labels = (self.config.name, self.config.source)
+        # Series exist from the start at 0, so rates and alerts have data before the first error.
+        for counter in (metrics.connector_errors, metrics.connector_published):
+            counter.labels(*self._labels)
         self._task: asyncio.Task | None = None
         self._resume = asyncio.Event()
         self._resume.set()

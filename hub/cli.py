@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +42,19 @@ def _config() -> HubConfig:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def _progress(label: str, total: float, unit: str = "") -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr for long commands; yields `advance(n)`. Gone when done, so output stays clean."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    counter = TextColumn("{task.percentage:>3.0f}%") if unit == "bytes" else MofNCompleteColumn()
+    with Progress(TextColumn(label), BarColumn(), counter, TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -171,9 +186,14 @@ def ingest(
     config = _config()
     if source not in config.source_ids:
         _fail(f"source {source!r} is not registered in hub.yaml (registered: {', '.join(config.source_ids) or 'none'})", 2)
-    with file.open("rb") as handle:
+    with file.open("rb") as handle, _progress(f"publishing {file.name}", file.stat().st_size, "bytes") as advance:
+        def lines() -> Iterator[bytes]:
+            for line in handle:
+                advance(len(line))
+                yield line
+
         count = asyncio.run(publish_envelopes(
-            config.kafka.bootstrap_servers, source, handle,
+            config.kafka.bootstrap_servers, source, lines(),
             partitions=config.kafka.ingest_partitions, replication_factor=config.kafka.replication_factor))
     typer.echo(f"published {count} envelopes to ingest.{source}")
 
@@ -322,6 +342,21 @@ def docs_readme(write: bool = typer.Option(False, "--write", help="Write schemas
     if write:
         (SCHEMA_DIR / "README.md").write_text(text, encoding="utf-8")
         typer.echo(f"wrote {SCHEMA_DIR / 'README.md'}")
+    else:
+        sys.stdout.write(text)
+
+
+@docs_app.command("metrics")
+def docs_metrics(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+) -> None:
+    """The metrics catalogue (docs/metrics.md), generated from hub/metrics.py."""
+    from hub.docs import metrics_markdown
+
+    text = metrics_markdown()
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
     else:
         sys.stdout.write(text)
 
@@ -515,9 +550,6 @@ def dlq_replay(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: 
                dry_run: bool = typer.Option(False, "--dry-run", help="Re-validate and report; send nothing."),
                force: bool = typer.Option(False, "--force", help="Replay letters replayed before too.")) -> None:
     """Re-validate matching dead letters and send those that now pass back through the hub (once each)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from hub.replay import dead_letters, replay
     from hub.schemas import Catalogue
     from hub.validate import Validator
@@ -526,12 +558,9 @@ def dlq_replay(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: 
     bootstrap = config.kafka.bootstrap_servers
     letters = asyncio.run(dead_letters(bootstrap, _filters(source, rule, since, until)))
     validator = Validator(Catalogue.load(), set(config.source_ids), council_code=config.exam.council_code)
-    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("replay", total=len(letters))
+    with _progress("replaying", len(letters)) as advance:
         report = asyncio.run(replay(bootstrap, letters, validator, dry_run=dry_run, force=force,
-                                    replication_factor=config.kafka.replication_factor,
-                                    progress=lambda n: bar.advance(task, n)))
+                                    replication_factor=config.kafka.replication_factor, progress=advance))
     for ref, why in report.still_invalid:
         typer.echo(f"still invalid  {ref}  {why}")
     verb = "would replay" if dry_run else "replayed"

@@ -23,6 +23,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EDUHUB_WORKER_INSTANCE_ID": ("worker", "instance_id"),
     "EDUHUB_WEB_HOST": ("worker", "web_host"),
     "EDUHUB_WEB_PORT": ("worker", "web_port"),
+    "EDUHUB_CONNECT_URL": ("worker", "connect_url"),
+    "EDUHUB_CONNECT_HOST": ("connect", "host"),
     "EDUHUB_LOCAL_KAFKA_PORT": ("local", "kafka_port"),
     "EDUHUB_LOCAL_REGISTRY_PORT": ("local", "registry_port"),
     "EDUHUB_LOCAL_STATE_DIR": ("local", "state_dir"),
@@ -100,6 +102,11 @@ class WorkerConfig(_Section):
     )
     batch_max_wait_ms: int = Field(
         50, ge=0, le=10_000, description="longest the validate stage waits to fill a batch, in ms"
+    )
+    connect_url: str | None = Field(
+        None, pattern=r"^https?://[^/\s]+",
+        description="where the status page asks the connector runtime for connector states, e.g. "
+        "http://connect:8083 (default: connect.host and connect.port)",
     )
     dedup_window_s: int = Field(
         7 * 24 * 3600, ge=0, le=90 * 24 * 3600,

@@ -28,6 +28,7 @@ from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import to_json
 from hub.signing import signed_headers
+from hub.stage import export_lag
 from hub.subscriptions import HttpDelivery, SubscriptionPolicy
 from hub.topics import subscriber_dlq_topic
 
@@ -132,6 +133,12 @@ class HttpDeliverer:
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
         self.client = httpx.AsyncClient(timeout=delivery.timeout_s)
         self.delivered = 0
+        # Series exist from the start at 0, so dashboards and alerts see a healthy subscriber as 0, not as no data.
+        for entity in policy.entities:
+            for counter in (metrics.delivered, metrics.delivery_failures, metrics.delivery_dead_letters):
+                counter.labels(self.subscriber, entity)
+        metrics.circuit_open.labels(self.subscriber).set(0)
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -160,6 +167,7 @@ class HttpDeliverer:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=self.delivery.batch_max_records)
             self.metrics.assigned_partitions.labels(f"{STAGE}:{self.subscriber}").set(self.assigned)
             if not batches:
+                self._lag()
                 continue
             by_key: dict[tuple[TopicPartition, bytes | None], list[Any]] = {}
             for tp, messages in batches.items():
@@ -167,7 +175,13 @@ class HttpDeliverer:
                     by_key.setdefault((tp, message.key), []).append(message)
             await asyncio.gather(*(chain(messages) for messages in by_key.values()))
             await self.producer.flush()  # dead letters and audit records before the offsets
-            await self.consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+            offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
+            await self.consumer.commit(offsets)
+            self._next_offsets.update(offsets)
+            self._lag()
+
+    def _lag(self) -> None:
+        export_lag(self.metrics, self.consumer, self.group_id, self._next_offsets)
 
     def body(self, message: Any, record: dict[str, Any] | None) -> bytes:
         """The JSON the subscriber receives: the event's identity and the projected record (null for a delete)."""
@@ -250,6 +264,7 @@ class HttpDeliverer:
         await self.producer.send(self.dlq_topic, message.value, key=message.key, headers=headers)
         source = _header(message.headers, HEADER_SOURCE) or ""
         self.metrics.dlq_writes.labels(source, STAGE).inc()
+        self.metrics.delivery_dead_letters.labels(self.subscriber, entity).inc()
         await self._audit(message, entity, "dead_lettered")
         log.warning("event %s for %s dead-lettered to %s after %d attempts: %s",
                     _header(message.headers, HEADER_EVENT_ID), self.subscriber, self.dlq_topic, attempts, text)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from hub.registry import SchemaRegistry
 from hub.schemas import MAGIC, to_json
@@ -130,3 +132,12 @@ async def read_to_end(bootstrap_servers: str, topic: str) -> list[ConsumerRecord
     finally:
         await consumer.stop()
     return records
+
+
+async def broker_reachable(client: Any, timeout_s: float = 3.0) -> bool:
+    """True when a Kafka client of ours gets a metadata answer from the cluster in time."""
+    try:
+        await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return False
+    return True

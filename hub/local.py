@@ -228,8 +228,10 @@ class LocalStack:
         classpath = f"{libs}/*"
         if not (data_dir / "meta.properties").exists():
             formatted = subprocess.run(
+                # `--cluster-id=ID`, not `-t ID`: one id in 64 starts with "-", which argparse
+                # would take for an option.
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                 "-t", _cluster_id(), "-c", str(properties)],
+                 f"--cluster-id={_cluster_id()}", "-c", str(properties)],
                 capture_output=True, text=True, check=False)
             if formatted.returncode != 0:
                 raise LocalError(f"formatting KRaft storage failed: {formatted.stderr or formatted.stdout}")

@@ -50,6 +50,10 @@ class HubMetrics:
             "eduhub_delivery_failures", "Failed HTTP delivery attempts (each is retried or dead-lettered).",
             ["subscriber", "entity"], registry=r,
         )
+        self.delivery_dead_letters = Counter(
+            "eduhub_delivery_dead_letters", "Records an HTTP subscriber refused max_attempts times, sent to its DLQ.",
+            ["subscriber", "entity"], registry=r,
+        )
         self.circuit_open = Gauge(
             "eduhub_delivery_circuit_open", "1 while an HTTP subscriber's circuit breaker is open.", ["subscriber"],
             registry=r,
@@ -67,6 +71,10 @@ class HubMetrics:
         )
         self.registry_errors = Counter(
             "eduhub_registry_errors", "Failed schema registry requests.", ["operation"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "eduhub_consumer_lag_records", "Records of a partition not yet processed by a consumer group "
+            "(last stable offset minus the next offset to process).", ["group", "topic", "partition"], registry=r,
         )
         self.assigned_partitions = Gauge(
             "eduhub_assigned_partitions", "Partitions currently assigned to this worker, per stage.", ["stage"],
@@ -88,5 +96,6 @@ class HubMetrics:
             "eduhub_connector_last_success_timestamp_seconds", "Unix time of a connector's last published batch.",
             ["connector", "source"], registry=r,
         )
+        self.registry_errors.labels("register")  # at 0 from the start: "no errors" is data, not a gap
         self.build = Info("eduhub_build", "Version of the running hub.", registry=r)
         self.build.info({"version": __version__})

@@ -52,6 +52,8 @@ class TransactionalStage:
         # Set while the assigned partitions' state is restored; aiokafka may fetch for new partitions
         # while the rebalance listener still runs, so batches wait on this before being processed.
         self._restored = asyncio.Event()
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._lag_at = 0.0
 
     async def start(self) -> None:
         await self.producer.start()
@@ -75,6 +77,7 @@ class TransactionalStage:
                                                   max_records=self.batch_max_records)
             self.metrics.assigned_partitions.labels(self.stage).set(self.assigned)
             if not batches:
+                self.update_lag()
                 continue
             await self._restored.wait()
             assignment = self.consumer.assignment()
@@ -101,8 +104,19 @@ class TransactionalStage:
                 await asyncio.sleep(1)
                 continue
             self.committed(batches)
+            for tp, messages in batches.items():
+                self._next_offsets[tp] = messages[-1].offset + 1
+            self.update_lag()
             self.processed += sum(len(m) for m in batches.values())
             self.metrics.batch_seconds.labels(self.stage).observe(time.perf_counter() - started)
+
+    def update_lag(self, every_s: float = 2.0) -> None:
+        """Export each assigned partition's lag (at most every `every_s`; it reads only client state)."""
+        now = time.monotonic()
+        if now - self._lag_at < every_s:
+            return
+        self._lag_at = now
+        export_lag(self.metrics, self.consumer, self.group_id, self._next_offsets)
 
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Append the batch's outputs to `self.writer` (called inside the transaction)."""
@@ -127,6 +141,19 @@ class TransactionalStage:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
+
+
+def export_lag(metrics: HubMetrics, consumer: AIOKafkaConsumer, group_id: str,
+               next_offsets: dict[TopicPartition, int]) -> None:
+    """Lag of every assigned partition whose end the consumer has seen in a fetch."""
+    for tp in consumer.assignment():
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            end = consumer.highwater(tp)
+        position = next_offsets.get(tp)
+        if end is None or position is None:
+            continue
+        metrics.consumer_lag.labels(group_id, tp.topic, str(tp.partition)).set(max(0, end - position))
 
 
 class _Listener(ConsumerRebalanceListener):

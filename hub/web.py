@@ -1,8 +1,10 @@
-"""HTTP endpoints of a worker: /metrics (Prometheus), /healthz (alive) and /readyz (can work)."""
+"""HTTP endpoints of a worker: the status page (/ and /status.json), /metrics, /healthz (alive) and /readyz (can work)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -11,10 +13,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.metrics import HubMetrics
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
-def install(app: faust.App, metrics: HubMetrics, readiness: ReadinessCheck) -> None:
+def install(app: faust.App, metrics: HubMetrics, readiness: ReadinessCheck, status: StatusSource) -> None:
     """Register the endpoints on the Faust app's web server."""
+    page = STATUS_PAGE.read_bytes()  # one self-contained file: no CDN, works without internet
+
+    @app.page("/")
+    class StatusPageView(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp refuses a charset here; the page declares <meta charset="utf-8"> itself.
+            return self.bytes(page, content_type="text/html")
+
+    @app.page("/status.json")
+    class StatusView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(await status())
 
     @app.page("/metrics")
     class MetricsView(View):

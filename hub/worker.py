@@ -20,7 +20,9 @@ from hub.delivery import HttpDeliverer
 from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.route import RouteStage
+from hub.kafkaio import broker_reachable
 from hub.schemas import Catalogue
+from hub.status import StatusSampler, connect_url, connector_states
 from hub.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
 from hub.topics import (
     dlq_topic,
@@ -33,6 +35,8 @@ from hub.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: one line per delivery attempt would drown the worker's log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def prepare_schemas(registry: SchemaRegistry, catalogue: Catalogue, auto_register: bool) -> dict[str, int]:
@@ -253,6 +257,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
         checks = {
+            "broker": stage is not None and await broker_reachable(stage.producer.client),
             "registry": await registry.ping(),
             "validate_stage": stage is not None,
             "partitions_assigned": stage is not None and stage.assigned > 0,
@@ -263,7 +268,18 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
             checks["http_delivery"] = "deliver" in state
         return checks
 
-    web.install(app, metrics, readiness)
+    sampler = StatusSampler(config, metrics, config.subscriptions)
+    connect_api = connect_url(config)
+
+    @app.timer(2.0)
+    async def sample_status() -> None:
+        sampler.sample()
+
+    async def status() -> dict[str, Any]:
+        connectors, error = await connector_states(connect_api) if config.connectors else ([], None)
+        return sampler.snapshot(connectors, error)
+
+    web.install(app, metrics, readiness, status)
     return app
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from hub.delivery import CircuitBreaker, HttpDeliverer, backoff_s
+from hub.metrics import HubMetrics
 from hub.schemas import Catalogue
 from hub.signing import sign
 from hub.subscriptions import SubscriptionConfig, SubscriptionPolicy
@@ -66,7 +67,7 @@ def test_the_body_carries_the_event_identity_and_the_projected_record_and_is_sig
     policy = SubscriptionPolicy(config, Catalogue.load(), b"k" * 32)
 
     async def body() -> bytes:
-        deliverer = HttpDeliverer(policy, secret=b"s", bootstrap_servers="127.0.0.1:1", registry=None, metrics=None)
+        deliverer = HttpDeliverer(policy, secret=b"s", bootstrap_servers="127.0.0.1:1", registry=None, metrics=HubMetrics())
         try:
             return deliverer.body(Message(), {"student_id": "031309001234"})
         finally:
