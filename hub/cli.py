@@ -8,11 +8,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from hub.config import ConfigError, HubConfig, load_config
+
+if TYPE_CHECKING:  # only for annotations: the commands import what they use lazily, to start fast
+    from datetime import datetime
+
+    from hub.replay import Filters
 
 app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration hub.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

@@ -224,6 +224,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         api = f"http://{config.connect.host}:{config.connect.port}"
         worker.wait_ready(f"{web}/readyz")
         connect.wait_ready(f"{api}/readyz")
+        echo(f"status page {web}/  (Vietnamese; English by the button)")
         echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
         echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
         echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
