@@ -108,6 +108,10 @@ class SourceConnector(ABC):
     async def stop(self) -> None:
         """Release the source."""
 
+    def snapshot_progress(self) -> tuple[int, int] | None:
+        """(rows read, rows in the snapshot) while a first snapshot runs, else None (for progress bars)."""
+        return None
+
 
 KINDS: dict[str, type[SourceConnector]] = {}
 

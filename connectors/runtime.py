@@ -103,6 +103,7 @@ class ConnectorStatus:
     last_success_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    snapshot: dict[str, int] | None = None  # {"read": n, "total": m} while a first snapshot runs
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +138,7 @@ class ConnectorRuntime:
     async def start(self, stored: dict[str, Any] | None) -> None:
         self.status.offset = stored
         await self.connector.start(stored)
+        self._refresh_snapshot()
         self._set_state("RUNNING")
         self._task = asyncio.create_task(self._run(), name=f"connector-{self.config.name}")
 
@@ -196,6 +198,7 @@ class ConnectorRuntime:
                 await self._publish(pending)
                 await self.connector.committed(pending)
                 pending = []
+                self._refresh_snapshot()
                 backoff = 1.0
                 if self.status.state == "RETRYING":
                     self._set_state("RUNNING")
@@ -213,6 +216,10 @@ class ConnectorRuntime:
                 pending = [r for r in pending if r.acknowledged is None]
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _refresh_snapshot(self) -> None:
+        progress = self.connector.snapshot_progress()
+        self.status.snapshot = None if progress is None else {"read": progress[0], "total": progress[1]}
 
     async def _publish(self, records: Sequence[SourceRecord]) -> None:
         send = self.producer.send

@@ -115,6 +115,8 @@ class SqlConnector(SourceConnector):
         self._engine: Engine | None = None
         self._position: tuple[Any, Any] | None = None  # (timestamp, id) as the driver returns them
         self._snapshot_until: Any = None
+        self._snapshot_read = 0
+        self._snapshot_total = 0
 
     async def start(self, offset: dict[str, Any] | None) -> None:
         self._engine = await asyncio.to_thread(self._open)
@@ -126,6 +128,27 @@ class SqlConnector(SourceConnector):
             self._position = None if ts is None else (self._bindable(ts), row_id)
             until = offset.get("snapshot_until")
             self._snapshot_until = None if until is None else self._bindable(until)
+        if self._snapshot_until is not None:
+            self._snapshot_read, self._snapshot_total = await asyncio.to_thread(self._snapshot_counts)
+
+    def _snapshot_counts(self) -> tuple[int, int]:
+        """Rows of the snapshot already read (before the position) and in all: two COUNT queries, once."""
+        assert self._engine is not None
+        table = sql_table(self.config.table, self._columns)
+        ts, row_id = table.c[self._ts], table.c[self._id]
+        in_snapshot = sa.select(sa.func.count()).select_from(table).where(ts <= self._snapshot_until)
+        with self._engine.connect() as conn:
+            total = conn.execute(in_snapshot).scalar() or 0
+            read = 0
+            if self._position is not None:
+                p_ts, p_id = self._position
+                read = conn.execute(in_snapshot.where(sa.or_(ts < p_ts, sa.and_(ts == p_ts, row_id <= p_id)))).scalar()
+        return int(read or 0), int(total)
+
+    def snapshot_progress(self) -> tuple[int, int] | None:
+        if self._snapshot_until is None or self._snapshot_read >= self._snapshot_total:
+            return None
+        return self._snapshot_read, self._snapshot_total
 
     def _open(self) -> Engine:
         config = self.config
@@ -201,6 +224,8 @@ class SqlConnector(SourceConnector):
                     break  # publish the rows before it; the next poll starts at this row and fails there
                 raise ValueError(f"connector {config.name}: {config.table} row {row_id}: {exc}") from None
             records.append(record)
+            if snapshot:
+                self._snapshot_read += 1
             # The position moves only past rows turned into records, so a failed row is read again.
             self._position = (ts, row_id)
             if not snapshot:

@@ -404,8 +404,9 @@ def connect() -> None:
 def _connect_api(method: str, path: str, body: dict | None = None) -> dict:
     import httpx
 
-    config = _config()
-    url = f"http://{config.connect.host}:{config.connect.port}{path}"
+    from hub.status import connect_url
+
+    url = connect_url(_config()) + path
     try:
         response = httpx.request(method, url, json=body, timeout=30)
     except httpx.HTTPError as exc:
@@ -425,9 +426,24 @@ def connectors_list() -> None:
 
 
 @connectors_app.command("status")
-def connectors_status(name: str) -> None:
-    """State, last success, last error and current offset of one connector (JSON)."""
-    typer.echo(json.dumps(_connect_api("GET", f"/connectors/{name}/status"), ensure_ascii=False, indent=2))
+def connectors_status(
+    name: str,
+    watch: bool = typer.Option(False, "--watch", "-w", help="While its first snapshot runs, show a progress bar "
+                                                            "until it is done; then print the status."),
+) -> None:
+    """State, last success, last error, current offset and snapshot progress of one connector (JSON)."""
+    import time
+
+    status = _connect_api("GET", f"/connectors/{name}/status")
+    if watch and status.get("snapshot"):
+        with _progress(f"snapshot of {name}", status["snapshot"]["total"]) as advance:
+            read = 0
+            while status.get("snapshot") and status["state"] in ("RUNNING", "RETRYING"):
+                advance(status["snapshot"]["read"] - read)
+                read = status["snapshot"]["read"]
+                time.sleep(0.5)
+                status = _connect_api("GET", f"/connectors/{name}/status")
+    typer.echo(json.dumps(status, ensure_ascii=False, indent=2))
 
 
 @connectors_app.command("pause")

@@ -415,3 +415,19 @@ def test_restart_in_the_same_microsecond_on_postgresql(pg_url) -> None:
     for each in (c, resumed):
         run(each.stop())
     engine.dispose()
+
+
+def test_snapshot_progress_counts_rows_read_and_resumes_mid_snapshot(sqlite_url) -> None:
+    t = ClassTable(sa.create_engine(sqlite_url), "lop_hoc")
+    for i, name in enumerate(["10A1", "10A2", "10A3", "11A1", "12A1"], start=1):
+        t.insert(i, name, minute=i)
+    c = started(connector(sqlite_url, "lop_hoc", batch_size=2), None)
+    assert c.snapshot_progress() == (0, 5)
+    first = run(c.poll())
+    assert c.snapshot_progress() == (2, 5)
+    resumed = started(connector(sqlite_url, "lop_hoc", batch_size=2), first[-1].offset)
+    assert resumed.snapshot_progress() == (2, 5)  # a restart knows how far it had come
+    drain(c)
+    assert c.snapshot_progress() is None  # done
+    run(resumed.stop())
+    run(c.stop())
