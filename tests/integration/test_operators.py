@@ -7,8 +7,6 @@ import copy
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from hub.demo import Child  # a child process stopped by its own pid, as `make run` runs its parts
 from hub.signing import signed_headers
 from tests.conftest import IN_CI, ROOT, WorkerProcess, write_config
 from tests.kafka_helpers import encode, produce_raw, wait_until
@@ -43,37 +42,6 @@ def _need(binary: str) -> str:
             pytest.fail(message)  # in CI a missing service is a failure, never a skip
         pytest.skip(message)
     return path
-
-
-class Process:
-    """A child process of the test, stopped by its own pid."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def wait_ready(self, url: str, bound_s: float = 120) -> None:
-        deadline = time.monotonic() + bound_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.process.args[:3]} exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"not ready: {url}\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def student(source: str, n: int, **data) -> dict:
@@ -139,9 +107,11 @@ def running_hub(local_stack, tmp_path_factory):
                                instance_id=f"it-ops-{uuid.uuid4().hex[:6]}", subscriptions=subscriptions, extra=extra)
     env = {**os.environ, "EDUHUB_CONFIG": str(config_path), "EDUHUB_PSEUDONYM_KEY": KEY,
            "EDUHUB_TEST_SUB_SECRET": SUB_SECRET, "EDUHUB_TEST_HTTP_SECRET": HTTP_SECRET}
-    os.environ.update({k: env[k] for k in ("EDUHUB_PSEUDONYM_KEY", "EDUHUB_TEST_SUB_SECRET")})
+    # WorkerProcess passes os.environ on: set the worker's secrets there for the module, then put it back.
+    saved = {k: os.environ.get(k) for k in ("EDUHUB_PSEUDONYM_KEY", "EDUHUB_TEST_SUB_SECRET")}
+    os.environ.update({k: env[k] for k in saved})
     worker = WorkerProcess(config_path, tmp / "worker.log")
-    connect = Process([sys.executable, "-m", "hub", "connect"], tmp / "connect.log", env)
+    connect = Child("connect", [sys.executable, "-m", "hub", "connect"], env, tmp / "connect.log")
     traffic = Traffic(local_stack.bootstrap_servers, source)
     try:
         worker.start()
@@ -161,6 +131,11 @@ def running_hub(local_stack, tmp_path_factory):
         connect.stop()
         worker.stop()
         receiver.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_every_dashboard_and_alert_expression_returns_data_from_a_real_prometheus(running_hub):
@@ -175,8 +150,10 @@ def test_every_dashboard_and_alert_expression_returns_data_from_a_real_prometheu
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prometheus = Process([binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                          f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"], tmp / "prometheus.log")
+    prometheus = Child("prometheus", [binary, f"--config.file={tmp / 'prometheus.yml'}",
+                                      f"--storage.tsdb.path={tmp / 'tsdb'}",
+                                      f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"], dict(os.environ),
+                       tmp / "prometheus.log")
     api = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1"
     try:
         prometheus.wait_ready(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready")
