@@ -16,14 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub import dlq
 from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
-from hub.envelope import (
-    HEADER_EVENT_ID,
-    HEADER_OCCURRED_AT,
-    HEADER_OP,
-    HEADER_SOURCE,
-    Problem,
-    parse_timestamp,
-)
+from hub.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
+                          parse_timestamp)
 from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import to_json
@@ -90,13 +84,6 @@ def backoff_s(attempt: int, initial_s: float, max_s: float, rand: Callable[[floa
     return rand(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
 
 
-def _header(headers: Any, name: str) -> str | None:
-    for key, value in headers or ():
-        if key == name:
-            return value.decode()
-    return None
-
-
 class HttpDeliverer:
     """Delivers one HTTP subscriber's records, read from its `sub.<id>.<entity>` topics.
 
@@ -111,8 +98,7 @@ class HttpDeliverer:
     """
 
     def __init__(self, policy: SubscriptionPolicy, *, secret: bytes, bootstrap_servers: str,
-                 registry: SchemaRegistry, metrics: HubMetrics, audit_key_present: bool = True,
-                 group_id: str | None = None, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 registry: SchemaRegistry, metrics: HubMetrics, group_id: str | None = None, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         delivery = policy.config.delivery
         assert isinstance(delivery, HttpDelivery)
         self.policy = policy
@@ -187,13 +173,13 @@ class HttpDeliverer:
         """The JSON the subscriber receives: the event's identity and the projected record (null for a delete)."""
         headers = message.headers
         return json.dumps({
-            "event_id": _header(headers, HEADER_EVENT_ID),
+            "event_id": header_value(headers, HEADER_EVENT_ID),
             "subscriber": self.subscriber,
             "entity": self.entity_of[message.topic],
             "key": message.key.decode() if message.key is not None else None,
-            "op": _header(headers, HEADER_OP),  # the envelope's op code, as the data dictionary defines it
-            "occurred_at": _header(headers, HEADER_OCCURRED_AT),
-            "source": _header(headers, HEADER_SOURCE),
+            "op": header_value(headers, HEADER_OP),  # the envelope's op code, as the data dictionary defines it
+            "occurred_at": header_value(headers, HEADER_OCCURRED_AT),
+            "source": header_value(headers, HEADER_SOURCE),
             "record": None if record is None else to_json(record),
         }, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -243,15 +229,15 @@ class HttpDeliverer:
         return response.status_code in UNAVAILABLE_STATUSES, response.status_code >= 500, text
 
     def _observe_latency(self, message: Any) -> None:
-        at = parse_timestamp(_header(message.headers, HEADER_OCCURRED_AT))
+        at = parse_timestamp(header_value(message.headers, HEADER_OCCURRED_AT))
         if at is not None:
             self.metrics.end_to_end_seconds.labels(self.subscriber).observe(max(0.0, time.time() - at.timestamp()))
 
     async def _audit(self, message: Any, entity: str, outcome: str) -> None:
-        refs_text = _header(message.headers, REFS_HEADER)
+        refs_text = header_value(message.headers, REFS_HEADER)
         refs = json.loads(refs_text) if refs_text else {"key_ref": None, "person_refs": []}
         entry = audit_entry(refs, subscriber=self.subscriber, entity=entity,
-                            event_id=_header(message.headers, HEADER_EVENT_ID),
+                            event_id=header_value(message.headers, HEADER_EVENT_ID),
                             at=datetime.now(timezone.utc).isoformat(), outcome=outcome)
         # The send is queued, not awaited to the broker: the batch's flush waits for it before the commit.
         await self.producer.send(AUDIT_TOPIC, entry, key=message.key)
@@ -260,11 +246,11 @@ class HttpDeliverer:
         problems = [Problem("", REJECTED, f"{self.delivery.url} refused the event {attempts} times; last: {text}")]
         headers = dlq.dead_letter_headers(
             problems, stage=STAGE, topic=message.topic, partition=message.partition, offset=message.offset,
-            event_id=_header(message.headers, HEADER_EVENT_ID), original=message.headers or ())
+            event_id=header_value(message.headers, HEADER_EVENT_ID), original=message.headers or ())
         await self.producer.send(self.dlq_topic, message.value, key=message.key, headers=headers)
-        source = _header(message.headers, HEADER_SOURCE) or ""
+        source = header_value(message.headers, HEADER_SOURCE) or ""
         self.metrics.dlq_writes.labels(source, STAGE).inc()
         self.metrics.delivery_dead_letters.labels(self.subscriber, entity).inc()
         await self._audit(message, entity, "dead_lettered")
         log.warning("event %s for %s dead-lettered to %s after %d attempts: %s",
-                    _header(message.headers, HEADER_EVENT_ID), self.subscriber, self.dlq_topic, attempts, text)
+                    header_value(message.headers, HEADER_EVENT_ID), self.subscriber, self.dlq_topic, attempts, text)

@@ -65,6 +65,14 @@ class Envelope:
         return headers
 
 
+def header_value(headers: Any, name: str) -> str | None:
+    """The text of a Kafka record header (None when absent), as the hub's stages and tools read them."""
+    for key, value in headers or ():
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None
+
+
 def parse_timestamp(value: Any) -> datetime | None:
     """An RFC 3339 timestamp with offset as an aware datetime, or None if it is not one."""
     if not isinstance(value, str) or not RFC3339.match(value):

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from hub import dlq
+from hub.envelope import header_value
 from hub.kafkaio import read_to_end
 from hub.topics import ensure_topics, ingest_topic
 from hub.validate import Valid, Validator
@@ -39,10 +40,7 @@ class DeadLetter:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("utf-8", "replace")
-        return None
+        return header_value(self.headers, name)
 
     @property
     def source(self) -> str:

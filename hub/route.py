@@ -12,7 +12,7 @@ import fastavro
 from aiokafka import TopicPartition
 
 from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
-from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, parse_timestamp
+from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, header_value, parse_timestamp
 from hub.metrics import HubMetrics
 from hub.registry import SchemaRegistry
 from hub.schemas import Catalogue, decode_body, encode_wire, split_wire
@@ -45,7 +45,7 @@ class RouteStage(TransactionalStage):
         self.audit_key = audit_key
         self._parsed_schemas: dict[tuple[str, str], Any] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
-        self._kafka_delivered: list[tuple[str, bytes]] = []  # (subscriber, occurred_at header) for latency
+        self._kafka_delivered: list[tuple[str, str | None]] = []  # (subscriber, occurred_at header) for latency
         self._by_kafka = {p.config.id for p in policies if p.config.delivery.kind == "kafka"}
 
     def _parsed(self, policy: SubscriptionPolicy, entity: str) -> Any:
@@ -70,8 +70,8 @@ class RouteStage(TransactionalStage):
             entity = self.by_topic[tp.topic]
             for message in messages:
                 headers = list(message.headers or ())
-                event_id = next((v.decode() for k, v in headers if k == HEADER_EVENT_ID), None)
-                occurred = next((v for k, v in headers if k == HEADER_OCCURRED_AT), b"")
+                event_id = header_value(headers, HEADER_EVENT_ID)
+                occurred = header_value(headers, HEADER_OCCURRED_AT)
                 record = None if message.value is None else await self._record(message.value)
                 for policy in self.policies:
                     if entity.entity not in policy.entities:
@@ -107,6 +107,6 @@ class RouteStage(TransactionalStage):
                 self.metrics.delivered.labels(subscriber, entity_name).inc(n)
         now = time.time()
         for subscriber, occurred in self._kafka_delivered:
-            at = parse_timestamp(occurred.decode())
+            at = parse_timestamp(occurred)
             if at is not None:
                 self.metrics.end_to_end_seconds.labels(subscriber).observe(max(0.0, now - at.timestamp()))
