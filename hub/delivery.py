@@ -254,3 +254,21 @@ class HttpDeliverer:
         await self._audit(message, entity, "dead_lettered")
         log.warning("event %s for %s dead-lettered to %s after %d attempts: %s",
                     header_value(message.headers, HEADER_EVENT_ID), self.subscriber, self.dlq_topic, attempts, text)
+
+
+class DeliveryGroup:
+    """Every HTTP subscriber's deliverer, started, run and stopped together (one worker service)."""
+
+    def __init__(self, deliverers: list[HttpDeliverer]) -> None:
+        self.deliverers = deliverers
+
+    async def start(self) -> None:
+        for deliverer in self.deliverers:
+            await deliverer.start()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(d.run() for d in self.deliverers))
+
+    async def stop(self) -> None:
+        for deliverer in self.deliverers:
+            await deliverer.stop()

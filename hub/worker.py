@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from mode import Service
@@ -16,11 +17,11 @@ from hub import web
 from hub.audit import AUDIT_TOPIC, audit_key
 from hub.config import ConfigError, HubConfig
 from hub.dedup import DedupWindow, changelog_configs, changelog_topic
-from hub.delivery import HttpDeliverer
+from hub.delivery import DeliveryGroup, HttpDeliverer
+from hub.kafkaio import broker_reachable
 from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.route import RouteStage
-from hub.kafkaio import broker_reachable
 from hub.schemas import Catalogue
 from hub.status import StatusSampler, connect_url, connector_states
 from hub.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
@@ -117,6 +118,45 @@ async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: Sch
     return ids
 
 
+class Stage(Protocol):
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def stage_service(name: str, build: Callable[[], Awaitable[Stage]], state: dict[str, Any], *,
+                  after: str | None = None, on_stop: Callable[[], Awaitable[None]] | None = None) -> type[Service]:
+    """A Faust service that builds a stage once `after` is running, runs it for the worker's lifetime
+    and stops it with the worker; `state[name]` holds it while it runs (readiness looks there)."""
+
+    class StageService(Service):
+        async def on_start(self) -> None:
+            while after is not None and after not in state:
+                await asyncio.sleep(0.05)
+            stage = await build()
+            await stage.start()
+            state[name] = stage
+
+        @Service.task
+        async def _run(self) -> None:
+            while name not in state:
+                await asyncio.sleep(0.05)
+            await state[name].run()
+
+        async def on_stop(self) -> None:
+            stage = state.pop(name, None)
+            if stage is not None:
+                await stage.stop()
+            if on_stop is not None:
+                await on_stop()
+
+        @property
+        def shortlabel(self) -> str:  # how mode names it in the logs (the class name is shared)
+            return f"{name.capitalize()}Service"
+
+    return StageService
+
+
 def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: HubMetrics | None = None) -> faust.App:
     """The Faust app of one worker, configured from hub.yaml; `eduhub worker` runs it."""
     catalogue = catalogue or Catalogue.load()
@@ -140,119 +180,63 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
                               timeout=config.registry.timeout_s)
     state: dict[str, Any] = {}
 
-    class ValidateService(Service):
-        """Runs the validate stage for the lifetime of the worker."""
+    async def start_validate() -> ValidateStage:
+        try:
+            schema_ids = await prepare_schemas(registry, catalogue, config.registry.auto_register)
+        except RegistryError as exc:
+            metrics.registry_errors.labels("register").inc()
+            raise RuntimeError(f"cannot prepare schemas: {exc}") from exc
+        await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
+        group_id = f"{APP_ID}-validate"
+        dedup = None
+        if config.worker.dedup_window_s:
+            # Co-partitioned with the ingest topics: ingest partition p keeps its window in partition p.
+            dedup = DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s)
+            await ensure_topics(kafka.bootstrap_servers, [(dedup.topic, kafka.ingest_partitions)],
+                                kafka.replication_factor, configs=changelog_configs(dedup.window_s))
+            await check_copartitioned(kafka.bootstrap_servers, dedup.topic, config.source_ids)
+        stage = ValidateStage(
+            validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
+            schema_ids=schema_ids, bootstrap_servers=kafka.bootstrap_servers, sources=config.source_ids,
+            group_id=group_id, transactional_id=f"{APP_ID}-validate-{config.worker.instance_id}", dedup=dedup,
+            metrics=metrics, batch_max_records=config.worker.batch_max_records,
+            batch_max_wait_ms=config.worker.batch_max_wait_ms,
+        )
+        log.info("validate stage: %s → edu.* (schema ids %s)", ", ".join(stage.topics), schema_ids)
+        return stage
 
-        async def on_start(self) -> None:
-            try:
-                schema_ids = await prepare_schemas(registry, catalogue, config.registry.auto_register)
-            except RegistryError as exc:
-                metrics.registry_errors.labels("register").inc()
-                raise RuntimeError(f"cannot prepare schemas: {exc}") from exc
-            await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
-            group_id = f"{APP_ID}-validate"
-            dedup = None
-            if config.worker.dedup_window_s:
-                # Co-partitioned with the ingest topics: ingest partition p keeps its window in partition p.
-                dedup = DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s)
-                await ensure_topics(kafka.bootstrap_servers, [(dedup.topic, kafka.ingest_partitions)],
-                                    kafka.replication_factor, configs=changelog_configs(dedup.window_s))
-                await check_copartitioned(kafka.bootstrap_servers, dedup.topic, config.source_ids)
-            stage = ValidateStage(
-                validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
-                schema_ids=schema_ids,
-                bootstrap_servers=kafka.bootstrap_servers,
-                sources=config.source_ids,
-                group_id=group_id,
-                transactional_id=f"{APP_ID}-validate-{config.worker.instance_id}",
-                dedup=dedup,
-                metrics=metrics,
-                batch_max_records=config.worker.batch_max_records,
-                batch_max_wait_ms=config.worker.batch_max_wait_ms,
-            )
-            await stage.start()
-            state["validate"] = stage
-            log.info("validate stage started: %s → edu.* (schema ids %s)", ", ".join(stage.topics), schema_ids)
-
-        @Service.task
-        async def _run(self) -> None:
-            while "validate" not in state:
-                await asyncio.sleep(0.05)
-            await state["validate"].run()
-
-        async def on_stop(self) -> None:
-            stage = state.pop("validate", None)
-            if stage is not None:
-                await stage.stop()
-            await registry.close()
-
-    app.service(ValidateService)
+    app.service(stage_service("validate", start_validate, state, on_stop=registry.close))
 
     if config.subscriptions:
         key = master_key(config)
         policies = load_subscriptions(config.subscriptions, catalogue, key)
         secrets = http_secrets(policies)
 
-        class RouteService(Service):
-            """Runs the route stage for the lifetime of the worker."""
+        async def start_route() -> RouteStage:
+            schema_ids = await prepare_routing(config, catalogue, registry, policies)
+            log.info("route stage: %d subscriptions", len(policies))
+            return RouteStage(
+                catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
+                bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
+                transactional_id=f"{APP_ID}-route-{config.worker.instance_id}", metrics=metrics,
+                audit_key=audit_key(key), batch_max_records=config.worker.batch_max_records,
+                batch_max_wait_ms=config.worker.batch_max_wait_ms)
 
-            async def on_start(self) -> None:
-                while "validate" not in state:  # the canonical topics exist once validate started
-                    await asyncio.sleep(0.05)
-                schema_ids = await prepare_routing(config, catalogue, registry, policies)
-                stage = RouteStage(
-                    catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
-                    bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
-                    transactional_id=f"{APP_ID}-route-{config.worker.instance_id}", metrics=metrics,
-                    audit_key=audit_key(key), batch_max_records=config.worker.batch_max_records,
-                    batch_max_wait_ms=config.worker.batch_max_wait_ms)
-                await stage.start()
-                state["route"] = stage
-                log.info("route stage started: %d subscriptions", len(policies))
-
-            @Service.task
-            async def _run(self) -> None:
-                while "route" not in state:
-                    await asyncio.sleep(0.05)
-                await state["route"].run()
-
-            async def on_stop(self) -> None:
-                stage = state.pop("route", None)
-                if stage is not None:
-                    await stage.stop()
-
-        app.service(RouteService)
+        # The canonical topics exist once validate started; the subscriber topics once route did.
+        app.service(stage_service("route", start_route, state, after="validate"))
 
         if secrets:
-            class DeliverService(Service):
-                """Runs the HTTP delivery of every HTTP subscriber for the lifetime of the worker."""
+            async def start_delivery() -> DeliveryGroup:
+                http = [p for p in policies if p.config.id in secrets]
+                await ensure_topics(kafka.bootstrap_servers, [(subscriber_dlq_topic(p.config.id),
+                                                               kafka.canonical_partitions) for p in http],
+                                    kafka.replication_factor)
+                log.info("HTTP delivery: %s", ", ".join(p.config.id for p in http))
+                return DeliveryGroup([HttpDeliverer(p, secret=secrets[p.config.id],
+                                                   bootstrap_servers=kafka.bootstrap_servers, registry=registry,
+                                                   metrics=metrics) for p in http])
 
-                async def on_start(self) -> None:
-                    while "route" not in state:  # the subscriber topics exist once route started
-                        await asyncio.sleep(0.05)
-                    kafka = config.kafka
-                    await ensure_topics(kafka.bootstrap_servers,
-                                        [(subscriber_dlq_topic(p.config.id), kafka.canonical_partitions)
-                                         for p in policies if p.config.id in secrets], kafka.replication_factor)
-                    deliverers = [HttpDeliverer(p, secret=secrets[p.config.id], bootstrap_servers=kafka.bootstrap_servers,
-                                                registry=registry, metrics=metrics)
-                                  for p in policies if p.config.id in secrets]
-                    for deliverer in deliverers:
-                        await deliverer.start()
-                    state["deliver"] = deliverers
-                    log.info("HTTP delivery started: %s", ", ".join(d.subscriber for d in deliverers))
-
-                @Service.task
-                async def _run(self) -> None:
-                    while "deliver" not in state:
-                        await asyncio.sleep(0.05)
-                    await asyncio.gather(*(d.run() for d in state["deliver"]))
-
-                async def on_stop(self) -> None:
-                    for deliverer in state.pop("deliver", []):
-                        await deliverer.stop()
-
-            app.service(DeliverService)
+            app.service(stage_service("deliver", start_delivery, state, after="route"))
 
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
