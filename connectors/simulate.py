@@ -1210,7 +1210,9 @@ class SchoolManagementDatabase:
     def _transfer(self, conn: sa.Connection) -> tuple[str, str] | None:
         st = self.tables["students"]
         studying = self._studying(conn)
-        if not studying:
+        everyone = conn.execute(sa.select(sa.func.count()).select_from(st).where(st.c.deleted_at.is_(None))).scalar()
+        # Transfers stop at half the cohort: a long-running demo must keep students to mark.
+        if len(studying) <= (everyone or 0) // 2:
             return None
         student = self.rng.choice(studying)
         conn.execute(st.update().where(st.c.id == student.id).values(status="TRANSFERRED", updated_at=self._clock()))

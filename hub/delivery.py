@@ -212,8 +212,11 @@ class HttpDeliverer:
                 if attempts >= self.delivery.max_attempts:
                     await self._dead_letter(message, entity, text, attempts)
                     return
-            log.info("delivery to %s failed (%s); attempt %d of %d", self.subscriber, text, attempts,
-                     self.delivery.max_attempts)
+            if unavailable:
+                log.info("delivery to %s: endpoint unavailable (%s); waiting, attempts unused", self.subscriber, text)
+            else:
+                log.info("delivery to %s refused (%s); attempt %d of %d", self.subscriber, text, attempts,
+                         self.delivery.max_attempts)
             await self.sleep(backoff_s(tries, self.delivery.backoff_initial_s, self.delivery.backoff_max_s))
 
     async def _post(self, body: bytes) -> tuple[bool, bool, str] | None:

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,7 +138,8 @@ async def drive_systems(config: HubConfig, secret: bytes, stop: asyncio.Event, r
 
 
 async def serve_webhooks(subscribers: dict[str, bytes], port: int, stop: asyncio.Event,
-                         echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int]) -> None:
+                         echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int],
+                         listening: Callable[[], None] = lambda: None) -> None:
     """The HTTP subscribers' side: checks each POST's signature and prints what arrived."""
     from aiohttp import web
 
@@ -165,10 +167,42 @@ async def serve_webhooks(subscribers: dict[str, bytes], port: int, stop: asyncio
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    listening()
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+class Webhooks(threading.Thread):
+    """The webhooks in a thread of their own, listening before the worker starts delivering (a worker
+    that finds them closed would open its circuit breaker and wait out its pause)."""
+
+    def __init__(self, hooks: dict[str, bytes], echo: Callable[[str], None], started: float, since_ms: int,
+                 counts: dict[str, int]) -> None:
+        super().__init__(name="demo-webhooks", daemon=True)
+        self.args = (hooks, DEMO_WEBHOOK_PORT)
+        self.rest = (echo, started, since_ms, counts)
+        self.listening = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.stopping: asyncio.Event | None = None
+
+    def run(self) -> None:
+        async def serve() -> None:
+            self.stopping = asyncio.Event()
+            await serve_webhooks(*self.args, self.stopping, *self.rest, listening=self.listening.set)
+
+        self.loop.run_until_complete(serve())
+
+    def start_listening(self) -> None:
+        self.start()
+        if not self.listening.wait(10):
+            raise RuntimeError(f"the demo webhooks could not listen on port {DEMO_WEBHOOK_PORT}")
+
+    def stop(self) -> None:
+        if self.is_alive() and self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+            self.join(10)
 
 
 def http_subscribers(config: HubConfig) -> dict[str, tuple[str, str]]:
@@ -215,7 +249,11 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
     logs = Path(config.local.state_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
+    counts: dict[str, int] = {}
+    webhooks = Webhooks(hooks, echo, started, since_ms, counts) if hooks else None
     try:
+        if webhooks is not None:
+            webhooks.start_listening()
         worker = Child("worker", [sys.executable, "-m", "hub", "worker"], env, logs / "worker.log")
         children.append(worker)
         connect = Child("connectors", [sys.executable, "-m", "hub", "connect"], env, logs / "connect.log")
@@ -228,11 +266,13 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
         echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
         echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
-        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms, hooks))
+        asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms, counts))
     except KeyboardInterrupt:
         pass
     finally:
         echo("stopping…")
+        if webhooks is not None:
+            webhooks.stop()
         for child in reversed(children):
             child.stop()
             echo(f"stopped {child.name} (pid {child.process.pid})")
@@ -241,19 +281,16 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
 
 
 async def _stream(stack: LocalStack, config: HubConfig, secret: bytes, rate: float,
-                  echo: Callable[[str], None], started: float, since_ms: int, hooks: dict[str, bytes]) -> None:
+                  echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     topics = sorted(e.topic for e in Catalogue.load().entities.values())
-    counts: dict[str, int] = {}
     subscriber = asyncio.create_task(subscribe(stack.bootstrap_servers, stack.registry_url, topics, stop, echo,
                                                started, since_ms, counts))
     systems = asyncio.create_task(drive_systems(config, secret, stop, rate))
     tasks = {subscriber, systems}
-    if hooks:
-        tasks.add(asyncio.create_task(serve_webhooks(hooks, DEMO_WEBHOOK_PORT, stop, echo, started, since_ms, counts)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)

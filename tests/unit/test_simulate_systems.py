@@ -752,3 +752,14 @@ def test_postgresql_database_and_outbox(postgres_url) -> None:
         exam.metadata.drop_all(exam.engine)
         db.engine.dispose()
         exam.engine.dispose()
+
+
+def test_a_long_running_school_keeps_students_to_mark(tmp_path: Path) -> None:
+    """`make run` runs for hours over the same database: transfers must not empty the cohort."""
+    db = SchoolManagementDatabase(f"sqlite:///{tmp_path / 'long.db'}", seed=3)
+    db.create_schema()
+    db.seed(schools=1, classes_per_school=1, students_per_class=4, teachers_per_school=2)
+    changes = db.step(300)  # ~20 transfers wanted: more than the class has students
+    assert len(changes) == 300
+    studying = [r for r in rows(db, "students") if r["status"] == "STUDYING"]
+    assert len(studying) == 2  # half the class, never fewer
