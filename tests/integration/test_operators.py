@@ -227,3 +227,17 @@ def test_the_status_page_shows_live_rates_and_switches_language_in_headless_chro
         assert all(r.startswith(running_hub["worker"].url) for r in resources), resources
     finally:
         browser.quit()
+
+
+def test_health_and_readiness_of_the_worker_and_the_connector_runtime(running_hub):
+    worker = running_hub["worker"].url
+    connect = f"http://127.0.0.1:{running_hub['connect_port']}"
+    for base in (worker, connect):
+        assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = httpx.get(f"{worker}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"broker": True, "registry": True, "validate_stage": True,
+                                      "partitions_assigned": True, "route_stage": True, "http_delivery": True}
+    ready = httpx.get(f"{connect}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True}
+    assert set(ready.json()["connectors"].values()) == {"RUNNING"}
