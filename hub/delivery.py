@@ -7,12 +7,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from hub import dlq
 from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
@@ -84,13 +85,49 @@ def backoff_s(attempt: int, initial_s: float, max_s: float, rand: Callable[[floa
     return rand(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
 
 
+class OffsetTracker:
+    """A partition's fetched offsets, in order, and which are finished: the commit may advance only up
+    to the oldest unfinished one, however many later ones (other keys) are done."""
+
+    def __init__(self) -> None:
+        self._offsets: deque[int] = deque()
+        self._done: set[int] = set()
+        self._next: int | None = None
+
+    def add(self, offset: int) -> None:
+        self._offsets.append(offset)
+
+    def done(self, offset: int) -> None:
+        self._done.add(offset)
+
+    def committable(self) -> int | None:
+        """The offset to commit (the next to read after the finished prefix), or None if nothing new."""
+        while self._offsets and self._offsets[0] in self._done:
+            offset = self._offsets.popleft()
+            self._done.discard(offset)
+            self._next = offset + 1
+        return self._next
+
+
+class _Revocations(ConsumerRebalanceListener):
+    def __init__(self, deliverer: "HttpDeliverer") -> None:
+        self.deliverer = deliverer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.deliverer.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
 class HttpDeliverer:
     """Delivers one HTTP subscriber's records, read from its `sub.<id>.<entity>` topics.
 
-    Per batch: records are grouped by key; each key's records go one after the other (a key waits
-    while its earlier event retries), keys go in parallel (up to `max_in_flight`). The consumer
-    offsets are committed once every record of the batch was delivered or dead-lettered: at-least-
-    once, and the body's `event_id` lets the receiver drop a repeat after a crash.
+    Records are queued per key as they are fetched; each key's records go one after the other (a key
+    waits while its earlier event retries) while every other key goes on, `max_in_flight` POSTs at
+    once. Fetching pauses while `max_buffered` records wait. Every second the offsets are committed
+    per partition up to the oldest record not yet delivered or dead-lettered: at-least-once, and
+    the body's `event_id` lets the receiver drop a repeat after a crash.
     A non-2xx answer is a failed attempt; after `max_attempts` the record goes to the subscriber's
     DLQ `hub.dlq.sub.<id>`. Connection errors, timeouts and 408/425/429/502/503/504 never use up
     attempts; together with 5xx they count towards the circuit breaker, which stops all sending
@@ -113,7 +150,7 @@ class HttpDeliverer:
         self.dlq_topic = subscriber_dlq_topic(self.subscriber)
         self.group_id = group_id or f"eduhub-deliver-{self.subscriber}"
         self.breaker = CircuitBreaker(delivery.breaker_failures, delivery.breaker_open_s)
-        self.consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=bootstrap_servers, group_id=self.group_id,
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=self.group_id,
                                          enable_auto_commit=False, auto_offset_reset="earliest",
                                          isolation_level="read_committed")
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
@@ -124,7 +161,14 @@ class HttpDeliverer:
             for counter in (metrics.delivered, metrics.delivery_failures, metrics.delivery_dead_letters):
                 counter.labels(self.subscriber, entity)
         metrics.circuit_open.labels(self.subscriber).set(0)
-        self._next_offsets: dict[TopicPartition, int] = {}
+        self._next_offsets: dict[TopicPartition, int] = {}  # committed positions
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._queues: dict[tuple[TopicPartition, bytes | None], deque[Any]] = {}
+        self._drains: dict[tuple[TopicPartition, bytes | None], asyncio.Task] = {}
+        self._buffered = 0
+        self._failure: BaseException | None = None
+        # POSTs in flight at once; a key waiting out its backoff or an open breaker holds no slot.
+        self._slots = asyncio.Semaphore(delivery.max_in_flight)
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -133,6 +177,7 @@ class HttpDeliverer:
 
     async def stop(self) -> None:
         self._stopping.set()
+        await self.revoked(set(self._trackers))  # commit what was delivered before leaving the group
         await self.consumer.stop()
         await self.producer.stop()
         await self.client.aclose()
@@ -142,29 +187,85 @@ class HttpDeliverer:
         return len(self.consumer.assignment())
 
     async def run(self) -> None:
-        semaphore = asyncio.Semaphore(self.delivery.max_in_flight)
-
-        async def chain(messages: list[Any]) -> None:
-            async with semaphore:
-                for message in messages:
-                    await self.deliver(message)
-
+        """Fetch, deliver and commit until stopped; raises what broke a delivery (the worker then stops)."""
+        self.consumer.subscribe(self.topics, listener=_Revocations(self))
+        last_commit = time.monotonic()
         while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.delivery.batch_max_records)
+            if self._failure is not None:
+                raise self._failure
+            self._backpressure()
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.delivery.batch_max_records)
             self.metrics.assigned_partitions.labels(f"{STAGE}:{self.subscriber}").set(self.assigned)
-            if not batches:
-                self._lag()
-                continue
-            by_key: dict[tuple[TopicPartition, bytes | None], list[Any]] = {}
             for tp, messages in batches.items():
+                tracker = self._trackers.setdefault(tp, OffsetTracker())
                 for message in messages:
-                    by_key.setdefault((tp, message.key), []).append(message)
-            await asyncio.gather(*(chain(messages) for messages in by_key.values()))
-            await self.producer.flush()  # dead letters and audit records before the offsets
-            offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
-            await self.consumer.commit(offsets)
-            self._next_offsets.update(offsets)
-            self._lag()
+                    tracker.add(message.offset)
+                    self._buffered += 1
+                    key = (tp, message.key)
+                    self._queues.setdefault(key, deque()).append(message)
+                    if key not in self._drains:
+                        self._drains[key] = task = asyncio.create_task(self._drain(key))
+                        task.add_done_callback(self._drained)
+            if not batches or time.monotonic() - last_commit >= 1.0:
+                await self._commit()
+                last_commit = time.monotonic()
+                self._lag()
+
+    def _backpressure(self) -> None:
+        """Stop fetching while too many records wait for delivery (a slow subscriber must not fill memory)."""
+        assigned = self.consumer.assignment()
+        if self._buffered >= self.delivery.max_buffered:
+            self.consumer.pause(*assigned)
+        elif self.consumer.paused():
+            self.consumer.resume(*assigned)
+
+    async def _drain(self, key: tuple[TopicPartition, bytes | None]) -> None:
+        """Deliver one key's records in order; other keys' drains run meanwhile."""
+        queue = self._queues[key]
+        tracker = self._trackers[key[0]]
+        try:
+            while queue:
+                message = queue[0]
+                await self.deliver(message)
+                queue.popleft()
+                tracker.done(message.offset)
+                self._buffered -= 1
+            del self._queues[key]  # no await since the queue emptied: a record fetched later starts a new drain
+        finally:
+            if self._drains.get(key) is asyncio.current_task():
+                del self._drains[key]
+
+    def _drained(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()  # run() raises it: a bug must not silently stall a key
+
+    async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit, per partition, up to the oldest record not yet delivered or dead-lettered."""
+        offsets = {}
+        for tp in list(partitions if partitions is not None else self._trackers):
+            tracker = self._trackers.get(tp)
+            position = tracker.committable() if tracker is not None else None
+            if position is not None and position != self._next_offsets.get(tp):
+                offsets[tp] = position
+        if not offsets:
+            return
+        await self.producer.flush()  # the dead letters and audit records of those records first
+        await self.consumer.commit(offsets)
+        self._next_offsets.update(offsets)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions go to another worker: stop their deliveries, commit what is done, forget the rest
+        (the new owner delivers it again: at-least-once, the event_id lets the receiver drop repeats)."""
+        tasks = [t for (tp, _), t in self._drains.items() if tp in partitions]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._commit(partitions)
+        for key in [k for k in self._queues if k[0] in partitions]:
+            self._buffered -= len(self._queues.pop(key))
+        for tp in partitions:
+            self._trackers.pop(tp, None)
+            self._next_offsets.pop(tp, None)
 
     def _lag(self) -> None:
         export_lag(self.metrics, self.consumer, self.group_id, self._next_offsets)
@@ -193,7 +294,8 @@ class HttpDeliverer:
         while True:
             await self.breaker.acquire()
             tries += 1
-            problem = await self._post(body)
+            async with self._slots:
+                problem = await self._post(body)
             if problem is None:
                 self.breaker.success()
                 self.metrics.circuit_open.labels(self.subscriber).set(0)

@@ -140,8 +140,9 @@ class HttpDelivery(_Model):
     breaker_open_s: float = Field(30.0, gt=0, le=3600, description="how long the open breaker stops all sending "
                                   "before one probe request, seconds")
     max_in_flight: int = Field(16, ge=1, le=1000, description="keys delivered in parallel (each key in order)")
-    batch_max_records: int = Field(500, ge=1, le=100_000, description="records read from Kafka per batch; offsets "
-                                   "commit when all of them were delivered or dead-lettered")
+    batch_max_records: int = Field(500, ge=1, le=100_000, description="records fetched from Kafka per poll")
+    max_buffered: int = Field(10_000, ge=1, le=1_000_000, description="records fetched but not yet delivered; "
+                              "fetching pauses above it (memory bound while the subscriber is slow or down)")
 
     @field_validator("url")
     @classmethod

@@ -157,3 +157,33 @@ def test_an_event_refused_n_times_goes_to_the_subscriber_dlq_and_its_key_goes_on
     assert letter.value[0] == 0  # the subscriber's Avro record, as it was queued
     wait_until(lambda: audit_outcomes(local_stack, subscriber, sent)["dead_lettered"] == 1, bound_s=30)
     assert audit_outcomes(local_stack, subscriber, sent) == Counter({"delivered": len(sent) - 1, "dead_lettered": 1})
+
+
+def test_a_retrying_key_does_not_hold_back_keys_fetched_after_it(local_stack, start_worker, unique_source,
+                                                                receivers):
+    slow = students(unique_source, keys=1, versions=2)  # one learner, two changes; the first fails 8 times
+    failures = Counter()
+
+    def answer(body: dict) -> int:
+        if body["event_id"] == slow[0]["event_id"] and failures["slow"] < 8:
+            failures["slow"] += 1
+            return 500
+        return 200
+
+    receiver = receivers(27104, answer)
+    subscriber = f"keys-{unique_source}"
+    start_worker([unique_source], subscriptions=subscription(
+        subscriber, receiver.url, max_attempts=10, backoff_initial_s=1.0, backoff_max_s=2.0, breaker_failures=100))
+    produce_raw(local_stack.bootstrap_servers, f"ingest.{unique_source}", [(e["key"].encode(), encode(e)) for e in slow])
+    wait_until(lambda: failures["slow"] >= 1, bound_s=120, interval_s=0.2)  # the first change is retrying now
+    others = [e for e in students(unique_source, keys=4, versions=1) if e["key"] != slow[0]["key"]]
+    produce_raw(local_stack.bootstrap_servers, f"ingest.{unique_source}", [(e["key"].encode(), encode(e)) for e in others])
+
+    sent = slow + others
+    wait_until(lambda: len(ours(receiver, unique_source)[0]) >= len(sent), bound_s=120, interval_s=0.5)
+    accepted = [b["event_id"] for b in ours(receiver, unique_source)[0]]
+    assert sorted(accepted) == sorted(e["event_id"] for e in sent)
+    # Read after the slow key started retrying, the other learners were delivered while it waited...
+    assert accepted.index(slow[0]["event_id"]) > max(accepted.index(e["event_id"]) for e in others)
+    # ...and the slow learner's second change still came after its first.
+    assert accepted.index(slow[1]["event_id"]) == accepted.index(slow[0]["event_id"]) + 1

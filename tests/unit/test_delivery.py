@@ -78,3 +78,19 @@ def test_the_body_carries_the_event_identity_and_the_projected_record_and_is_sig
                                "key": "031309001234", "op": "u", "occurred_at": "2026-09-05T08:00:00+07:00",
                                "source": "smas", "record": {"student_id": "031309001234"}}
     assert sign(b"s", 1767225600, raw).startswith("sha256=")
+
+
+def test_offsets_commit_only_up_to_the_oldest_unfinished_record():
+    from hub.delivery import OffsetTracker
+
+    tracker = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        tracker.add(offset)
+    assert tracker.committable() is None
+    tracker.done(11)
+    tracker.done(12)  # other keys are done, but 10 still retries
+    assert tracker.committable() is None
+    tracker.done(10)
+    assert tracker.committable() == 13
+    tracker.done(13)
+    assert tracker.committable() == 14
