@@ -13,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 
+
+def check_id(value: str) -> str:
+    """A source or subscriber id: it becomes part of topic names, so lower-case letters, digits, hyphen."""
+    if not SOURCE_ID.match(value):
+        raise ValueError("must match ^[a-z0-9][a-z0-9-]{1,39}$ (lower-case letters, digits, hyphen)")
+    return value
+
 # Environment variables that override a key of hub.yaml: endpoints and secrets belong to the
 # environment a hub runs in, not to the file checked into a repository.
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -121,9 +128,7 @@ class SourceConfig(_Section):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not SOURCE_ID.match(value):
-            raise ValueError("must match ^[a-z0-9][a-z0-9-]{1,39}$ (lower-case letters, digits, hyphen)")
-        return value
+        return check_id(value)
 
 
 class LocalConfig(_Section):

@@ -92,7 +92,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hub.config import SOURCE_ID, ConfigError, format_errors
+from hub.config import ConfigError, check_id, format_errors
 from hub.envelope import parse_timestamp
 from hub.schemas import Catalogue, EntitySchema, to_json
 
@@ -186,9 +186,7 @@ class SubscriptionConfig(_Model):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not SOURCE_ID.match(value):
-            raise ValueError("must match ^[a-z0-9][a-z0-9-]{1,39}$ (lower-case letters, digits, hyphen)")
-        return value
+        return check_id(value)
 
     @field_validator("entities")
     @classmethod
