@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -189,24 +190,22 @@ class LocalStack:
             raise LocalError("Java is not on PATH: install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
         self.logs.mkdir(parents=True, exist_ok=True)
 
-        kafka = parts.get("kafka")
-        if kafka is None or not _alive(kafka.pid, self.marker):
-            libs = resolve_kafka(self.cache_dir, echo)
-            kafka = self._start_kafka(java, libs)
-            parts["kafka"] = kafka
-            self._write_pids(parts)
-        self._wait(kafka, self._kafka_answers)
-        echo(f"kafka     {kafka.url}  pid {kafka.pid}  log {kafka.log}")
-
-        registry = parts.get("registry")
-        if registry is None or not _alive(registry.pid, self.marker):
-            jar = resolve_registry(self.cache_dir, echo)
-            registry = self._start_registry(java, jar)
-            parts["registry"] = registry
-            self._write_pids(parts)
-        self._wait(registry, self._registry_answers)
-        echo(f"registry  {registry.url}  pid {registry.pid}  log {registry.log}")
+        # Kafka first: the registry keeps its schemas in it.
+        self._ensure(parts, "kafka", lambda: self._start_kafka(java, resolve_kafka(self.cache_dir, echo)),
+                     self._kafka_answers, echo)
+        self._ensure(parts, "registry", lambda: self._start_registry(java, resolve_registry(self.cache_dir, echo)),
+                     self._registry_answers, echo)
         return parts
+
+    def _ensure(self, parts: dict[str, Part], name: str, start: Callable[[], Part], answers: Callable[[], bool],
+                echo: Callable[[str], None]) -> None:
+        """Reuse the part if our process still runs, else start it (pids saved at once); wait until it answers."""
+        part = parts.get(name)
+        if part is None or not _alive(part.pid, self.marker):
+            part = parts[name] = start()
+            self._write_pids(parts)
+        self._wait(part, answers)
+        echo(f"{name:9} {part.url}  pid {part.pid}  log {part.log}")
 
     def _spawn(self, name: str, argv: list[str], url: str, cwd: Path) -> Part:
         log_path = self.logs / f"{name}.log"
