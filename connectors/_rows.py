@@ -141,6 +141,17 @@ def require_column(wanted: str, available: Mapping[str, Any], key: str, table: s
     return found
 
 
+def table_lookup(engine: Engine, config: DatabaseConfig) -> tuple[dict[str, Any], Callable[[str, str], str]]:
+    """The configured table's columns, and `column(wanted, key)`: the actual name of a configured
+    column, or an error naming the hub.yaml key and the columns there are."""
+    available = table_columns(engine, config.table, config.name)
+
+    def column(wanted: str, key: str) -> str:
+        return require_column(wanted, available, key, config.table, config.name)
+
+    return available, column
+
+
 def sql_table(table: str, columns: Iterable[str]) -> sa.TableClause:
     """A lightweight table construct: identifiers quoted per dialect, values passed through untyped."""
     schema, name = split_table(table)

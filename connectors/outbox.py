@@ -19,11 +19,10 @@ from connectors._rows import (
     key_part,
     offset_value,
     open_engine,
-    require_column,
     resolve_column,
     rfc3339,
     sql_table,
-    table_columns,
+    table_lookup,
 )
 from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
 
@@ -113,10 +112,7 @@ class OutboxConnector(SourceConnector):
         config = self.config
         engine = open_engine(config)
         try:
-            available = table_columns(engine, config.table, config.name)
-
-            def column(name: str, key: str) -> str:
-                return require_column(name, available, key, config.table, config.name)
+            available, column = table_lookup(engine, config)
 
             self._id = column(ID, "id (outbox column)")
             self._type_col = column(TYPE, "type (outbox column)")

@@ -20,10 +20,9 @@ from connectors._rows import (
     now_utc,
     offset_value,
     open_engine,
-    require_column,
     rfc3339,
     sql_table,
-    table_columns,
+    table_lookup,
 )
 from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
 
@@ -154,10 +153,7 @@ class SqlConnector(SourceConnector):
         config = self.config
         engine = open_engine(config)
         try:
-            available = table_columns(engine, config.table, config.name)
-
-            def column(name: str, key: str) -> str:
-                return require_column(name, available, key, config.table, config.name)
+            available, column = table_lookup(engine, config)
 
             self._ts = column(config.timestamp_column, "timestamp_column")
             self._id = column(config.incrementing_column, "incrementing_column")
