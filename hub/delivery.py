@@ -155,7 +155,6 @@ class HttpDeliverer:
                                          isolation_level="read_committed")
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
         self.client = httpx.AsyncClient(timeout=delivery.timeout_s)
-        self.delivered = 0
         # Series exist from the start at 0, so dashboards and alerts see a healthy subscriber as 0, not as no data.
         for entity in policy.entities:
             for counter in (metrics.delivered, metrics.delivery_failures, metrics.delivery_dead_letters):
@@ -299,7 +298,6 @@ class HttpDeliverer:
             if problem is None:
                 self.breaker.success()
                 self.metrics.circuit_open.labels(self.subscriber).set(0)
-                self.delivered += 1
                 self.metrics.delivered.labels(self.subscriber, entity).inc()
                 self._observe_latency(message)
                 await self._audit(message, entity, "delivered")

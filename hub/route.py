@@ -73,6 +73,7 @@ class RouteStage(TransactionalStage):
                 event_id = header_value(headers, HEADER_EVENT_ID)
                 occurred = header_value(headers, HEADER_OCCURRED_AT)
                 record = None if message.value is None else await self._record(message.value)
+                refs = None  # the audit references of this record: the same for every subscriber, hashed once
                 for policy in self.policies:
                     if entity.entity not in policy.entities:
                         continue
@@ -87,7 +88,8 @@ class RouteStage(TransactionalStage):
                         value = encode_wire(self.schema_ids[(policy.config.id, entity.entity)],
                                             self._parsed(policy, entity.entity), projected)
                     out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
-                    refs = audit_refs(self.audit_key, message.key.decode(), record)
+                    if refs is None:
+                        refs = audit_refs(self.audit_key, message.key.decode(), record)
                     if policy.config.delivery.kind == "http":
                         # The topic is the subscriber's queue: the delivery stage audits the outcome.
                         out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
