@@ -69,6 +69,15 @@ class HubMetrics:
             "eduhub_stage_batch_seconds", "Time to process and commit one batch, per stage.", ["stage"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
         )
+        self.stage_errors = Counter(
+            "eduhub_stage_errors", "Failures a stage recovered from by retrying with backoff: aborted batches "
+            "(by Kafka error class), failed state restores (error=restore), an unreachable registry "
+            "(error=registry). One that keeps recurring needs an operator.", ["stage", "error"], registry=r,
+        )
+        self.stage_last_turn = Gauge(
+            "eduhub_stage_last_turn_timestamp_seconds", "Unix time a stage's loop last turned; a stalled stage "
+            "stops updating it (and /healthz fails).", ["stage"], registry=r,
+        )
         self.registry_errors = Counter(
             "eduhub_registry_errors", "Failed schema registry requests.", ["operation"], registry=r
         )

@@ -28,6 +28,11 @@ def dlq_topic(source: str) -> str:
     return f"hub.dlq.{source}"
 
 
+# Records the route stage or HTTP delivery cannot decode, project or encode (headers as in a source's DLQ).
+# The source id "route" is reserved (hub/config.py) so that no source's DLQ is ever this topic.
+ROUTE_DLQ_TOPIC = "hub.dlq.route"
+
+
 def subscriber_dlq_topic(subscriber: str) -> str:
     """Dead letters of an HTTP subscriber (ids have no dots, so this never names a source's DLQ)."""
     return f"hub.dlq.sub.{subscriber}"

@@ -132,3 +132,13 @@ def start_worker(local_stack, tmp_path):
     yield start
     for worker in started:
         worker.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """After the run: the fault scenarios' table (tests/faults), when any scenario ran."""
+    from tests.faults.report import RESULTS, table
+
+    if RESULTS:
+        terminalreporter.section("fault scenarios")
+        for line in table():
+            terminalreporter.write_line(line)
