@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Ports of the suite's own broker and registry, apart from a `make run` stack on the defaults.
 # All below 32768: Linux hands out ports from 32768 up to outgoing connections, and a listener
 # there can find its port taken.
-TEST_PORTS = {"kafka_port": 29092, "controller_port": 29093, "registry_port": 28081}
+# EDUHUB_TEST_PORT_OFFSET moves the broker, the registry and the workers' ports, so that two suites
+# (two checkouts, or a developer's run beside CI's) can run on one machine at once.
+PORT_OFFSET = int(os.environ.get("EDUHUB_TEST_PORT_OFFSET", "0"))
+TEST_PORTS = {"kafka_port": 29092 + PORT_OFFSET, "controller_port": 29093 + PORT_OFFSET,
+              "registry_port": 28081 + PORT_OFFSET}
 
 
 def _need(tool: str) -> None:
@@ -116,7 +120,7 @@ def unique_source() -> str:
 def start_worker(local_stack, tmp_path):
     """Factory: start a worker for the given sources; every worker started is stopped afterwards."""
     started: list[WorkerProcess] = []
-    ports = iter(range(26066, 26100))
+    ports = iter(range(26066 + PORT_OFFSET, 26100 + PORT_OFFSET))
 
     def start(sources: list[str], instance_id: str | None = None,
               subscriptions: list[dict] | None = None, extra: dict | None = None) -> WorkerProcess:
