@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import fastavro
 import httpx
 
+from hub.envelope import Problem
 from hub.schemas import decode_body, split_wire
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -20,6 +22,24 @@ class RegistryError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status, None when the registry was not reached
+
+
+class RecordError(Exception):
+    """A record that can never be processed, whatever the registry's state: dead-letter it with `problem`.
+
+    Rule ids: `record.not_wire_format`, `record.unknown_schema`, `record.avro_decode` (raised by
+    `SchemaRegistry.decode_record`); stages add `record.null_key`, `record.invalid_key`,
+    `record.project_failed`, `record.encode_failed`, `record.internal_error`.
+    """
+
+    def __init__(self, rule: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.problem = Problem(field, rule, message)
+
+
+def is_transient(exc: RegistryError) -> bool:
+    """True when the registry may answer later (unreachable, 5xx, 429): wait and retry, never dead-letter."""
+    return exc.status is None or exc.status >= 500 or exc.status == 429
 
 
 class SchemaRegistry:
@@ -101,6 +121,34 @@ class SchemaRegistry:
         if schema_id not in self._by_id:
             self._by_id[schema_id] = fastavro.parse_schema(json.loads(await self.schema_text(schema_id)))
         return self._by_id[schema_id]
+
+    async def decode_record(self, value: bytes, reader: tuple[int, Any] | None = None) -> Any:
+        """Decode a wire-format value; with `reader` (schema id, parsed schema) resolve it to that schema.
+
+        A record written with an older, compatible schema then reads as the current schema does
+        (defaults filled in), so code downstream sees one shape. Raises RecordError for what is wrong
+        with the record itself and RegistryError (see `is_transient`) when the registry cannot answer.
+        """
+        try:
+            schema_id, body = split_wire(value)
+        except (ValueError, TypeError) as exc:
+            raise RecordError("record.not_wire_format", str(exc)) from None
+        try:
+            writer = await self.parsed_schema(schema_id)
+        except RegistryError as exc:
+            if exc.status == 404:
+                raise RecordError("record.unknown_schema", f"schema id {schema_id} is not in the registry") from None
+            raise
+        except (ValueError, KeyError, TypeError) as exc:  # the registry holds a schema fastavro cannot parse
+            raise RecordError("record.unknown_schema", f"schema id {schema_id} cannot be parsed: {exc}") from None
+        try:
+            if reader is None or reader[0] == schema_id:
+                return decode_body(writer, body)
+            return fastavro.schemaless_reader(io.BytesIO(body), writer, reader[1])
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, … on hostile bytes
+            raise RecordError("record.avro_decode",
+                              f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {exc}"
+                              ) from None
 
     async def decode(self, value: bytes) -> Any:
         """Decode a Confluent wire-format value with the writer schema fetched by id."""
