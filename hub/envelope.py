@@ -15,6 +15,13 @@ OPS = {"c": "create", "u": "update", "d": "delete", "r": "snapshot read"}
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 MAX_FUTURE = timedelta(minutes=5)
+# A key or trace id longer than this is junk, not an identifier (keys in the contract are < 100 chars).
+MAX_ENVELOPE_TEXT = 1024
+# JSON escapes that can hide text no UTF-8 writer accepts (lone surrogates \ud800-\udfff) or control
+# characters (\u0000-\u001f, \u007f; raw ones are not valid JSON). Looked for in the raw bytes first,
+# so the walk over the whole document runs only for the rare record that has one.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|00[01][0-9a-fA-F]|007[fF])|\x7f")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, newline, CR are whitespace, allowed
 # The canonical 8-4-4-4-12 text form of a UUID (a regex is cheaper than uuid.UUID per event).
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -93,6 +100,52 @@ def read_json(raw: bytes) -> tuple[Any, Problem | None]:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
         return None, Problem("", "envelope.not_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return None, Problem("", "envelope.too_deep", "JSON nested too deeply to read (arrays or objects "
+                                                      "inside each other about 1,000 levels or more)")
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        return None, Problem("", "envelope.not_json", f"not JSON the hub can read: {exc}")
+
+
+def text_problems(raw: bytes, doc: Any) -> list[Problem]:
+    """Lone surrogates and control characters in any string or object key of the document.
+
+    Such text cannot be written as UTF-8 (Kafka headers, Avro strings, Java readers) or is junk no
+    system means to send. Inside `data` they are schema problems, elsewhere envelope problems.
+    """
+    if not _SUSPECT_ESCAPE.search(raw):
+        return []
+    problems: list[Problem] = []
+    stack: list[tuple[str, Any]] = [("", doc)]  # iterative: the document may be nested 1,000 deep
+    while stack and len(problems) < 20:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for name, item in value.items():
+                child = f"{path}.{name}" if path else name
+                _check_text(name, child, problems)
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, path, problems)
+    return problems
+
+
+def _check_text(value: str, path: str, problems: list[Problem]) -> None:
+    kind = "schema" if path == "data" or path.startswith(("data.", "data[")) else "envelope"
+    shown = path.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        problems.append(Problem(shown, f"{kind}.invalid_unicode",
+                                f"{shown or 'the document'}: lone surrogate U+{ord(value[exc.start]):04X} at "
+                                f"character {exc.start} is not Unicode text (cannot be written as UTF-8)"))
+        return
+    found = _CONTROL.search(value)
+    if found:
+        problems.append(Problem(shown, f"{kind}.control_char",
+                                f"{shown or 'the document'}: control character U+{ord(found.group()):04X} at "
+                                f"character {found.start()}"))
 
 
 def check_envelope(
@@ -150,6 +203,10 @@ def check_envelope(
 
     if doc["key"] == "":
         problems.append(Problem("key", "envelope.missing_field", "key must not be empty"))
+    for name in ("key", "trace_id"):
+        if isinstance(doc.get(name), str) and len(doc[name]) > MAX_ENVELOPE_TEXT:
+            problems.append(Problem(name, "envelope.too_long",
+                                    f"{name} has {len(doc[name])} characters; at most {MAX_ENVELOPE_TEXT}"))
 
     occurred_at = parse_timestamp(doc["occurred_at"])
     if occurred_at is None:

@@ -159,25 +159,60 @@ class _Compiler:
         return convert
 
 
+# No field of the contract needs more (names, addresses, certificate numbers are far shorter); a longer
+# string is junk that would bloat every subscriber's copy.
+MAX_STRING = 4096
+
+
 def _string(value: Any, path: str, problems: list[Problem]) -> Any:
     if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            problems.append(Problem(path, "schema.string_too_long",
+                                    f"{path} has {len(value)} characters; at most {MAX_STRING}"))
+            return None
         return normalize_text(value)
     _mismatch(value, path, "a string", problems)
     return None
 
 
-def _int(value: Any, path: str, problems: list[Problem]) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    _mismatch(value, path, "an integer", problems)
-    return None
+def _integer(bits: int) -> Converter:
+    """Avro int (32 bits) or long (64 bits): out-of-range values are refused, since fastavro would write
+    them silently and Java readers would fail or wrap them."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    kind = "int" if bits == 32 else "long"
+
+    def convert(value: Any, path: str, problems: list[Problem]) -> Any:
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                problems.append(Problem(path, "schema.not_finite", f"{path} must be a finite integer, got {value}"))
+                return None
+            if not value.is_integer():
+                _mismatch(value, path, "an integer", problems)
+                return None
+            value = int(value)
+        elif not isinstance(value, int) or isinstance(value, bool):
+            _mismatch(value, path, "an integer", problems)
+            return None
+        if low <= value <= high:
+            return value
+        shown = str(value) if abs(value) < 10 ** 30 else f"an integer of {len(str(abs(value)))} digits"
+        problems.append(Problem(path, "schema.int_range", f"{path} must fit an Avro {kind} ({low}..{high}), "
+                                                          f"got {shown}"))
+        return None
+
+    return convert
 
 
 def _float(value: Any, path: str, problems: list[Problem]) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = float("inf")
+        if number != number or number in (float("inf"), float("-inf")):
+            problems.append(Problem(path, "schema.not_finite", f"{path} must be a finite number"))
+            return None
+        return number
     _mismatch(value, path, "a number", problems)
     return None
 
@@ -197,8 +232,8 @@ def _null(value: Any, path: str, problems: list[Problem]) -> Any:
 
 _PRIMITIVES: dict[str, Converter] = {
     "string": _string,
-    "int": _int,
-    "long": _int,
+    "int": _integer(32),
+    "long": _integer(64),
     "float": _float,
     "double": _float,
     "boolean": _boolean,
@@ -223,7 +258,11 @@ def _timestamp(value: Any, path: str, problems: list[Problem]) -> Any:
             Problem(path, "schema.timestamp_format", f"{path} must be RFC 3339 with an offset, got {value!r}")
         )
         return None
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+07:00 is before the first UTC instant datetime can hold
+        problems.append(Problem(path, "schema.timestamp_format", f"{path} is out of range, got {value!r}"))
+        return None
 
 
 def _decimal(precision: int, scale: int) -> Converter:
@@ -235,16 +274,22 @@ def _decimal(precision: int, scale: int) -> Converter:
             return None
         try:
             number = Decimal(str(value))
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):
             _mismatch(value, path, "a decimal number", problems)
             return None
-        if not number.is_finite() or number.as_tuple().exponent < -scale:  # type: ignore[operator]
+        if not number.is_finite():
+            problems.append(Problem(path, "schema.not_finite", f"{path} must be a finite number, got {value!r}"))
+            return None
+        if number.as_tuple().exponent < -scale:  # type: ignore[operator]
             problems.append(
                 Problem(path, "schema.decimal_scale", f"{path} allows at most {scale} decimal places, got {value!r}")
             )
             return None
-        number = number.quantize(quantum)
-        if len(number.as_tuple().digits) > precision:
+        try:
+            number = number.quantize(quantum)
+        except InvalidOperation:  # far more digits than the context holds, e.g. "1e999999"
+            number = None
+        if number is None or len(number.as_tuple().digits) > precision:
             problems.append(Problem(path, "schema.decimal_precision", f"{path} has more than {precision} digits"))
             return None
         return number

@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 
 from hub import dlq
 from hub.dedup import DedupWindow
-from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json
+from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json, text_problems
 from hub.metrics import HubMetrics
 from hub.rules import RuleContext, apply_rules
 from hub.schemas import Catalogue, EntitySchema
@@ -23,6 +23,7 @@ STAGE = "validate"
 UNKNOWN = "unknown"
 VALID = ""  # the outcome key of a valid event in the per-batch counts
 DUPLICATE = "\0duplicate"  # the outcome key of a valid event whose event_id was accepted before
+NO_KAFKA_KEY = object()  # offline validation: there is no Kafka record key to compare with
 log = logging.getLogger(__name__)
 
 
@@ -57,34 +58,54 @@ class Validator:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.context = RuleContext(council_code=council_code)
 
-    def validate(self, raw: bytes | None, topic_source: str | None = None, now: datetime | None = None) -> Valid | Invalid:
+    def validate(self, raw: bytes | None, topic_source: str | None = None, now: datetime | None = None,
+                 kafka_key: bytes | None | object = NO_KAFKA_KEY) -> Valid | Invalid:
+        """Valid or Invalid for any input whatever; `kafka_key` is the ingest record's key, which must be
+        the envelope's key (else the record sits in another key's partition and per-key order breaks)."""
         if raw is None:
             return Invalid(None, UNKNOWN, [Problem("", "envelope.empty", "the record has no value")])
         doc, problem = read_json(raw)
         if problem is not None:
             return Invalid(None, UNKNOWN, [problem])
+        problems = text_problems(raw, doc)
+        if problems:
+            return self._invalid(doc, problems)
         envelope, problems = check_envelope(
             doc, entities=self.catalogue.names, sources=self.sources, topic_source=topic_source,
             now=now or self._clock(),
         )
         if envelope is None:
-            entity = doc.get("entity") if isinstance(doc, dict) else None
-            return Invalid(event_id_of(doc), entity if entity in self.catalogue.names else UNKNOWN, problems)
+            return self._invalid(doc, problems)
         schema = self.catalogue[envelope.entity]
-        if envelope.data is None:
-            return Valid(envelope, schema, None)
-        record, problems = schema.to_record(envelope.data)
-        if record is not None:
-            problems = apply_rules(envelope.entity, record, self.context)
-            key = schema.key_of(record)
-            if key != envelope.key:
-                problems.append(
-                    Problem("key", "envelope.key_mismatch",
-                            f"key {envelope.key!r} differs from the key built from data: {key!r}")
-                )
+        record = None
+        if envelope.data is not None:
+            record, problems = schema.to_record(envelope.data)
+            if record is not None:
+                problems = apply_rules(envelope.entity, record, self.context)
+                key = schema.key_of(record)
+                if key != envelope.key:
+                    problems.append(
+                        Problem("key", "envelope.key_mismatch",
+                                f"key {envelope.key!r} differs from the key built from data: {key!r}")
+                    )
+        if kafka_key is not NO_KAFKA_KEY:
+            if kafka_key is None:
+                problems.append(Problem("key", "envelope.kafka_key_missing",
+                                        "the Kafka record has no key; publish it keyed by the envelope's key"))
+            elif kafka_key != envelope.key.encode():
+                problems.append(Problem("key", "envelope.kafka_key_mismatch",
+                                        f"the Kafka record's key differs from the envelope's key {envelope.key!r}"))
         if problems:
             return Invalid(envelope.event_id, envelope.entity, problems)
         return Valid(envelope, schema, record)
+
+    def _invalid(self, doc: Any, problems: list[Problem]) -> Invalid:
+        entity = doc.get("entity") if isinstance(doc, dict) else None
+        event_id = event_id_of(doc)
+        if any(p.field == "event_id" for p in problems):
+            event_id = None  # not text the DLQ headers could carry
+        known = isinstance(entity, str) and entity in self.catalogue.names  # a hostile entity may be a list
+        return Invalid(event_id, entity if known else UNKNOWN, problems)
 
 
 def report(result: Valid | Invalid) -> dict[str, Any]:
@@ -124,6 +145,7 @@ class ValidateStage(TransactionalStage):
         # Counted locally and added to the metrics once a batch committed: a labelled inc() per
         # event costs more than the rest of the bookkeeping.
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._failed = Invalid(None, UNKNOWN, [])  # why _output() refused the record it was last given
 
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         now = datetime.now(timezone.utc)
@@ -141,33 +163,59 @@ class ValidateStage(TransactionalStage):
             dead_letters = prefix + dlq_topic(source)
             repeated = dedup.checker(tp, now_s) if dedup is not None else None
             for message in messages:
-                try:
-                    result = self.validator.validate(message.value, topic_source=source, now=now)
-                except Exception as exc:  # a bug of ours must not stop the partition either
-                    log.exception("validator failed on %s[%d]@%d", tp.topic, tp.partition, message.offset)
-                    result = Invalid(None, UNKNOWN, [Problem("", "hub.internal_error", repr(exc))])
-                if isinstance(result, Valid):
-                    envelope = result.envelope
+                output = self._output(message, source, now, prefix)
+                if output is not None:
+                    topic, key, value, headers, entity, event_id = output
                     # Only accepted events enter the window: a rejected event may be re-sent, fixed, under
-                    # the same event_id.
-                    if repeated is not None and repeated(envelope.event_id):
-                        counts[(source, envelope.entity, DUPLICATE)] += 1
+                    # the same event_id. Checked last: every step that could refuse the event is behind us.
+                    if repeated is not None and repeated(event_id):
+                        counts[(source, entity, DUPLICATE)] += 1
                         continue
-                    value = None
-                    if result.record is not None:
-                        value = result.entity.encode(self.schema_ids[envelope.entity], result.record)
-                    append(prefix + result.entity.topic, envelope.key.encode(), value, None, envelope.headers())
-                    counts[(source, envelope.entity, VALID)] += 1
-                else:
-                    headers = dlq.dead_letter_headers(
-                        result.problems, stage=STAGE, topic=tp.topic, partition=tp.partition,
-                        offset=message.offset, event_id=result.event_id, original=message.headers or (),
-                    )
-                    append(dead_letters, message.key, message.value, None, headers)
-                    counts[(source, result.entity, result.problems[0].rule)] += 1
+                    append(topic, key, value, None, headers)
+                    counts[(source, entity, VALID)] += 1
+                    continue
+                result = self._failed
+                headers = dlq.dead_letter_headers(
+                    result.problems, stage=STAGE, topic=tp.topic, partition=tp.partition,
+                    offset=message.offset, event_id=result.event_id, original=message.headers or (),
+                )
+                append(dead_letters, message.key, dlq.fit(message.value, message.key, headers), None, headers)
+                counts[(source, result.entity, result.problems[0].rule)] += 1
             await writer.drain()
         if dedup is not None:
             dedup.write(writer, int(now_s * 1000))
+
+    def _output(self, message: Any, source: str, now: datetime, prefix: str
+                ) -> tuple[str, bytes, bytes | None, list[tuple[str, bytes]], str, str] | None:
+        """The canonical record (topic, key, value, headers, entity, event_id) of a valid event; None for a dead letter,
+        whose Invalid is left in `self._failed`. Never raises: whatever a record holds, it ends somewhere."""
+        entity = UNKNOWN
+        try:
+            result = self.validator.validate(message.value, topic_source=source, now=now, kafka_key=message.key)
+            if isinstance(result, Invalid):
+                self._failed = result
+                return None
+            envelope = result.envelope
+            entity = envelope.entity
+            value = None
+            if result.record is not None:
+                try:
+                    value = result.entity.encode(self.schema_ids[entity], result.record)
+                except Exception as exc:  # a value the checks let through but fastavro refuses
+                    self._failed = Invalid(envelope.event_id, entity, [Problem(
+                        "data", "schema.encode_failed", f"the record does not encode as Avro: {type(exc).__name__}: {exc}")])
+                    return None
+                if len(value) > dlq.MAX_RECORD_BYTES:
+                    self._failed = Invalid(envelope.event_id, entity, [Problem(
+                        "data", "schema.record_too_large",
+                        f"the canonical record has {len(value)} bytes; at most {dlq.MAX_RECORD_BYTES}")])
+                    return None
+            return (prefix + result.entity.topic, envelope.key.encode(), value, envelope.headers(), entity,
+                    envelope.event_id)
+        except Exception as exc:  # a bug of ours must not stop the partition either
+            log.exception("validate failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+            self._failed = Invalid(None, entity, [Problem("", "hub.internal_error", f"{type(exc).__name__}: {exc}")])
+            return None
 
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
         metrics = self.metrics
