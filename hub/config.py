@@ -119,6 +119,15 @@ class WorkerConfig(_Section):
         7 * 24 * 3600, ge=0, le=90 * 24 * 3600,
         description="seconds during which a repeated event_id is dropped (default 7 days; 0 turns dedup off)",
     )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=1, le=600,
+        description="longest a worker takes to stop after SIGTERM/SIGINT; past it the process exits at once "
+        "(open transactions abort, nothing is lost)",
+    )
+    stall_timeout_s: float = Field(
+        120.0, ge=5, le=3600,
+        description="/healthz fails when a stage's loop has not turned for this many seconds (a stalled stage)",
+    )
 
 
 class SourceConfig(_Section):
@@ -128,6 +137,9 @@ class SourceConfig(_Section):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
+        if value == "route":  # hub.dlq.route holds the route stage's dead letters
+            raise ValueError("'route' is reserved (hub.dlq.route is the route stage's dead-letter topic): "
+                             "choose another source id")
         return check_id(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -11,16 +12,20 @@ from typing import Any
 import fastavro
 from aiokafka import TopicPartition
 
+from hub import dlq
 from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
-from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, header_value, parse_timestamp
+from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
 from hub.metrics import HubMetrics
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue, decode_body, encode_wire, split_wire
+from hub.registry import RecordError, SchemaRegistry
+from hub.schemas import Catalogue, EntitySchema, encode_wire
 from hub.stage import TransactionalStage
 from hub.subscriptions import SubscriptionPolicy
+from hub.topics import ROUTE_DLQ_TOPIC
 
 STAGE = "route"
 SUBSCRIBER_HEADER = "eduhub.subscriber"
+DEAD_LETTER = "\0dead letter"  # the entity slot of a per-batch count of dead letters, by source
+log = logging.getLogger(__name__)
 
 
 class RouteStage(TransactionalStage):
@@ -33,15 +38,21 @@ class RouteStage(TransactionalStage):
     def __init__(self, *, catalogue: Catalogue, policies: list[SubscriptionPolicy], registry: SchemaRegistry,
                  schema_ids: dict[tuple[str, str], int], bootstrap_servers: str, group_id: str,
                  transactional_id: str, metrics: HubMetrics, audit_key: bytes,
+                 canonical_ids: dict[str, int] | None = None,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50) -> None:
         self.by_topic = {e.topic: e for e in catalogue.entities.values()}
         super().__init__(topics=list(self.by_topic), bootstrap_servers=bootstrap_servers, group_id=group_id,
                          transactional_id=transactional_id, metrics=metrics,
-                         output_topics=[AUDIT_TOPIC] + [p.topic(e) for p in policies for e in p.entities],
+                         output_topics=[AUDIT_TOPIC, ROUTE_DLQ_TOPIC]
+                         + [p.topic(e) for p in policies for e in p.entities],
                          batch_max_records=batch_max_records, batch_max_wait_ms=batch_max_wait_ms)
         self.policies = policies
         self.registry = registry
         self.schema_ids = schema_ids
+        # Records are read as the current canonical schema (id → parsed): one written before a compatible
+        # change is resolved to it, so projection sees every field of today's schema.
+        self.readers = {e.entity: ((canonical_ids or {}).get(e.entity, -1), e.parsed)
+                        for e in catalogue.entities.values()}
         self.audit_key = audit_key
         self._parsed_schemas: dict[tuple[str, str], Any] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -56,10 +67,6 @@ class RouteStage(TransactionalStage):
             parsed = self._parsed_schemas[key] = fastavro.parse_schema(policy.projected_schema(entity))
         return parsed
 
-    async def _record(self, value: bytes) -> dict[str, Any]:
-        schema_id, body = split_wire(value)
-        return decode_body(await self.registry.parsed_schema(schema_id), body)
-
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         writer = self.writer
         counts = self._counts
@@ -69,41 +76,101 @@ class RouteStage(TransactionalStage):
         for tp, messages in batches.items():
             entity = self.by_topic[tp.topic]
             for message in messages:
-                headers = list(message.headers or ())
-                event_id = header_value(headers, HEADER_EVENT_ID)
-                occurred = header_value(headers, HEADER_OCCURRED_AT)
-                record = None if message.value is None else await self._record(message.value)
-                refs = None  # the audit references of this record: the same for every subscriber, hashed once
-                for policy in self.policies:
-                    if entity.entity not in policy.entities:
-                        continue
-                    if record is None:  # a delete: every subscriber of the entity gets the tombstone
-                        key = policy.key_for_delete(entity.entity, message.key.decode())
-                        value = None
-                    else:
-                        projected = policy.apply(entity.entity, record)
-                        if projected is None:
-                            continue
-                        key = policy.key_of(entity.entity, projected)
-                        value = encode_wire(self.schema_ids[(policy.config.id, entity.entity)],
-                                            self._parsed(policy, entity.entity), projected)
-                    out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
-                    if refs is None:
-                        refs = audit_refs(self.audit_key, message.key.decode(), record)
-                    if policy.config.delivery.kind == "http":
-                        # The topic is the subscriber's queue: the delivery stage audits the outcome.
-                        out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
-                    else:
-                        writer.append(AUDIT_TOPIC, message.key, audit_entry(
-                            refs, subscriber=policy.config.id, entity=entity.entity, event_id=event_id, at=now,
-                            outcome="delivered"), None, [])
-                        self._kafka_delivered.append((policy.config.id, occurred))
-                    writer.append(policy.topic(entity.entity), key.encode(), value, None, out_headers)
-                    counts[(policy.config.id, entity.entity)] += 1
+                try:
+                    record = await self._decode(entity, message)
+                except RecordError as exc:  # the record's own bytes: no subscriber can get it
+                    self._dead_letter(message, exc.problem)
+                    continue
+                # RegistryError propagates: the registry is down, the batch aborts and is retried later.
+                self._route(entity, message, record, now)
             await writer.drain()
+
+    async def _decode(self, entity: EntitySchema, message: Any) -> dict[str, Any] | None:
+        """The canonical record (None for a tombstone), read as today's schema; RecordError if it cannot be."""
+        if message.key is None:
+            raise RecordError("record.null_key", "a canonical record must have the entity key as its Kafka key")
+        try:
+            message.key.decode()
+        except UnicodeDecodeError as exc:
+            raise RecordError("record.invalid_key", f"the Kafka key is not UTF-8: {exc}") from None
+        if message.value is None:
+            return None
+        record = await self.registry.decode_record(message.value, self.readers[entity.entity])
+        if not isinstance(record, dict):
+            raise RecordError("record.avro_decode", f"the value decodes to {type(record).__name__}, not a record")
+        return record
+
+    def _route(self, entity: EntitySchema, message: Any, record: dict[str, Any] | None, now: str) -> None:
+        """Write the record for each matching subscriber; a subscriber whose projection or encoding fails
+        gets a dead letter instead, and the other subscribers still get the record."""
+        headers = list(message.headers or ())
+        event_id = header_value(headers, HEADER_EVENT_ID)
+        occurred = header_value(headers, HEADER_OCCURRED_AT)
+        entity_key = message.key.decode()
+        refs = None  # the audit references of this record: the same for every subscriber, hashed once
+        for policy in self.policies:
+            if entity.entity not in policy.entities:
+                continue
+            try:
+                output = self._project(policy, entity.entity, entity_key, record)
+            except RecordError as exc:
+                log.warning("route: %s[%d]@%d for %s: %s", message.topic, message.partition, message.offset,
+                            policy.config.id, exc.problem.message)
+                self._dead_letter(message, exc.problem, subscriber=policy.config.id)
+                continue
+            if output is None:
+                continue
+            key, value = output
+            out_headers = [*headers, (SUBSCRIBER_HEADER, policy.config.id.encode())]
+            if refs is None:
+                refs = audit_refs(self.audit_key, entity_key, record)
+            if policy.config.delivery.kind == "http":
+                # The topic is the subscriber's queue: the delivery stage audits the outcome.
+                out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
+            else:
+                self.writer.append(AUDIT_TOPIC, message.key, audit_entry(
+                    refs, subscriber=policy.config.id, entity=entity.entity, event_id=event_id, at=now,
+                    outcome="delivered"), None, [])
+                self._kafka_delivered.append((policy.config.id, occurred))
+            self.writer.append(policy.topic(entity.entity), key, value, None, out_headers)
+            self._counts[(policy.config.id, entity.entity)] += 1
+
+    def _project(self, policy: SubscriptionPolicy, entity: str, entity_key: str,
+                 record: dict[str, Any] | None) -> tuple[bytes, bytes | None] | None:
+        """(key, value) of the subscriber's record, None when its filter leaves the record out."""
+        try:
+            if record is None:  # a delete: every subscriber of the entity gets the tombstone
+                return policy.key_for_delete(entity, entity_key).encode(), None
+            projected = policy.apply(entity, record)
+            if projected is None:
+                return None
+            key = policy.key_of(entity, projected).encode()
+        except Exception as exc:  # noqa: BLE001 — a record the policy cannot handle must not stop the stage
+            raise RecordError("record.project_failed", f"projection for subscriber {policy.config.id!r} failed: "
+                                                       f"{type(exc).__name__}: {exc}") from None
+        try:
+            return key, encode_wire(self.schema_ids[(policy.config.id, entity)], self._parsed(policy, entity),
+                                    projected)
+        except Exception as exc:  # noqa: BLE001
+            raise RecordError("record.encode_failed", f"the projected record for subscriber {policy.config.id!r} "
+                                                      f"does not encode: {type(exc).__name__}: {exc}") from None
+
+    def _dead_letter(self, message: Any, problem: Any, subscriber: str | None = None) -> None:
+        """`hub.dlq.route` gets the original record with the reason (and the subscriber that missed it)."""
+        original = list(message.headers or ())
+        headers = dlq.dead_letter_headers(
+            [problem], stage=STAGE, topic=message.topic, partition=message.partition, offset=message.offset,
+            event_id=header_value(original, HEADER_EVENT_ID), original=original)
+        if subscriber is not None:
+            headers.append((SUBSCRIBER_HEADER, subscriber.encode()))
+        self.writer.append(ROUTE_DLQ_TOPIC, message.key, dlq.fit(message.value, message.key, headers), None, headers)
+        self._counts[(header_value(original, HEADER_SOURCE) or "", DEAD_LETTER)] += 1
 
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
         for (subscriber, entity_name), n in self._counts.items():
+            if entity_name == DEAD_LETTER:  # here `subscriber` is the source the record came from
+                self.metrics.dlq_writes.labels(subscriber, STAGE).inc(n)
+                continue
             self.metrics.routed.labels(subscriber, entity_name).inc(n)
             if subscriber in self._by_kafka:  # a Kafka subscriber has it once the transaction committed
                 self.metrics.delivered.labels(subscriber, entity_name).inc(n)

@@ -13,11 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.metrics import HubMetrics
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+LivenessCheck = Callable[[], dict[str, bool]]
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
-def install(app: faust.App, metrics: HubMetrics, readiness: ReadinessCheck, status: StatusSource) -> None:
+def install(app: faust.App, metrics: HubMetrics, readiness: ReadinessCheck, status: StatusSource,
+            liveness: LivenessCheck = dict) -> None:
     """Register the endpoints on the Faust app's web server."""
     page = STATUS_PAGE.read_bytes()  # one self-contained file: no CDN, works without internet
 
@@ -40,7 +42,10 @@ def install(app: faust.App, metrics: HubMetrics, readiness: ReadinessCheck, stat
     @app.page("/healthz")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            # A stage whose loop stopped turning (stalled) makes the process unhealthy: restart it.
+            stages = liveness()
+            alive = all(stages.values())
+            return self.json({"status": "ok" if alive else "stalled", "stages": stages}, status=200 if alive else 503)
 
     @app.page("/readyz")
     class ReadyView(View):

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,9 +25,11 @@ from hub.metrics import HubMetrics
 from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.route import RouteStage
 from hub.schemas import Catalogue
+from hub.stage import backoff_s, error_label
 from hub.status import StatusSampler, connect_url, connector_states
 from hub.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
 from hub.topics import (
+    ROUTE_DLQ_TOPIC,
     dlq_topic,
     ensure_topics,
     ingest_topic,
@@ -110,6 +114,7 @@ async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: Sch
                 ids[(policy.config.id, entity)] = await registry.lookup(
                     subject, json.dumps(policy.projected_schema(entity), ensure_ascii=False))
             topics.append((policy.topic(entity), config.kafka.canonical_partitions))
+    topics.append((ROUTE_DLQ_TOPIC, config.kafka.canonical_partitions))
     kafka = config.kafka
     await ensure_topics(kafka.bootstrap_servers, topics, kafka.replication_factor)
     # Who received a person's data must stay answerable: the audit topic is never trimmed by time.
@@ -119,29 +124,48 @@ async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: Sch
 
 
 class Stage(Protocol):
+    turned_at: float  # monotonic time the stage's loop last turned
+
     async def start(self) -> None: ...
     async def run(self) -> None: ...
     async def stop(self) -> None: ...
 
 
-def stage_service(name: str, build: Callable[[], Awaitable[Stage]], state: dict[str, Any], *,
+def stage_service(name: str, build: Callable[[], Awaitable[Stage]], state: dict[str, Any], metrics: HubMetrics, *,
                   after: str | None = None, on_stop: Callable[[], Awaitable[None]] | None = None) -> type[Service]:
     """A Faust service that builds a stage once `after` is running, runs it for the worker's lifetime
-    and stops it with the worker; `state[name]` holds it while it runs (readiness looks there)."""
+    and stops it with the worker; `state[name]` holds it while it runs (readiness looks there).
+
+    Building needs the registry and the broker: while either cannot be reached the service retries with
+    backoff (readiness stays false) instead of exiting, so a worker may start before them."""
 
     class StageService(Service):
-        async def on_start(self) -> None:
-            while after is not None and after not in state:
-                await asyncio.sleep(0.05)
-            stage = await build()
-            await stage.start()
-            state[name] = stage
-
         @Service.task
         async def _run(self) -> None:
-            while name not in state:
+            while after is not None and after not in state:
                 await asyncio.sleep(0.05)
-            await state[name].run()
+            stage = await self._build()
+            state[name] = stage
+            await stage.run()
+
+        async def _build(self) -> Stage:
+            failures = 0
+            while True:
+                stage = None
+                try:
+                    stage = await build()
+                    await stage.start()
+                    return stage
+                except (asyncio.CancelledError, ConfigError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 — registry or broker not there yet: wait for it
+                    failures += 1
+                    metrics.stage_errors.labels(name, error_label(exc)).inc()
+                    log.error("%s stage cannot start yet (%d in a row): %s: %s; retrying in %.0f s", name, failures,
+                              type(exc).__name__, exc, backoff_s(failures))
+                    if stage is not None:
+                        await stage.stop()
+                    await asyncio.sleep(backoff_s(failures))
 
         async def on_stop(self) -> None:
             stage = state.pop(name, None)
@@ -183,9 +207,10 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     async def start_validate() -> ValidateStage:
         try:
             schema_ids = await prepare_schemas(registry, catalogue, config.registry.auto_register)
-        except RegistryError as exc:
+        except RegistryError:
             metrics.registry_errors.labels("register").inc()
-            raise RuntimeError(f"cannot prepare schemas: {exc}") from exc
+            raise
+        state["schema_ids"] = schema_ids  # the canonical schemas' ids, which the route stage reads as
         await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
         group_id = f"{APP_ID}-validate"
         dedup = None
@@ -205,7 +230,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         log.info("validate stage: %s → edu.* (schema ids %s)", ", ".join(stage.topics), schema_ids)
         return stage
 
-    app.service(stage_service("validate", start_validate, state, on_stop=registry.close))
+    app.service(stage_service("validate", start_validate, state, metrics, on_stop=registry.close))
 
     if config.subscriptions:
         key = master_key(config)
@@ -219,11 +244,12 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
                 catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
                 bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
                 transactional_id=f"{APP_ID}-route-{config.worker.instance_id}", metrics=metrics,
-                audit_key=audit_key(key), batch_max_records=config.worker.batch_max_records,
+                audit_key=audit_key(key), canonical_ids=state["schema_ids"],
+                batch_max_records=config.worker.batch_max_records,
                 batch_max_wait_ms=config.worker.batch_max_wait_ms)
 
         # The canonical topics exist once validate started; the subscriber topics once route did.
-        app.service(stage_service("route", start_route, state, after="validate"))
+        app.service(stage_service("route", start_route, state, metrics, after="validate"))
 
         if secrets:
             async def start_delivery() -> DeliveryGroup:
@@ -236,7 +262,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
                                                    bootstrap_servers=kafka.bootstrap_servers, registry=registry,
                                                    metrics=metrics) for p in http])
 
-            app.service(stage_service("deliver", start_delivery, state, after="route"))
+            app.service(stage_service("deliver", start_delivery, state, metrics, after="route"))
 
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
@@ -244,6 +270,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
             "broker": stage is not None and await broker_reachable(stage.producer.client),
             "registry": await registry.ping(),
             "validate_stage": stage is not None,
+            # 0 while the assigned partitions' state (the dedup window) is being restored
             "partitions_assigned": stage is not None and stage.assigned > 0,
         }
         if config.subscriptions:
@@ -263,12 +290,51 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         connectors, error = await connector_states(connect_api) if config.connectors else ([], None)
         return sampler.snapshot(connectors, error)
 
-    web.install(app, metrics, readiness, status)
+    def liveness() -> dict[str, bool]:
+        """Each running stage: has its loop turned within worker.stall_timeout_s?"""
+        now = time.monotonic()
+        return {name: now - stage.turned_at < config.worker.stall_timeout_s
+                for name, stage in state.items() if hasattr(stage, "turned_at")}
+
+    web.install(app, metrics, readiness, status, liveness)
+    app.eduhub_stages = state  # type: ignore[attr-defined]  (HubWorker marks them stopping on a signal)
     return app
+
+
+class HubWorker(faust.Worker):
+    """A Faust worker that always stops: on SIGTERM/SIGINT the stages stop taking partitions at once,
+    and a process that has not exited `shutdown_timeout_s` later exits anyway (a rebalance, a restore or a
+    broker that does not answer cannot hold it; transactions left open abort on the broker)."""
+
+    def __init__(self, app: faust.App, *, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            exit_after(self.shutdown_timeout_s)
+            for stage in list(getattr(self.app, "eduhub_stages", {}).values()):
+                request_stop = getattr(stage, "request_stop", None)
+                if request_stop is not None:
+                    request_stop()
+        super()._schedule_shutdown(signal)
+
+
+def exit_after(seconds: float) -> threading.Timer:
+    """Exit the process `seconds` from now unless it has exited by then (a thread: a blocked loop cannot hold it)."""
+    def expire() -> None:
+        log.error("the worker did not stop within %.0f s of the signal (worker.shutdown_timeout_s); exiting now",
+                  seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def run_worker(config: HubConfig, loglevel: str = "info") -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM (what `eduhub worker` does)."""
     app = create_app(config)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = HubWorker(app, shutdown_timeout_s=config.worker.shutdown_timeout_s, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

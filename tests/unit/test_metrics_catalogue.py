@@ -12,7 +12,8 @@ from hub.metrics import HubMetrics
 from hub.status import StatusSampler
 
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = {"source", "entity", "subscriber", "stage", "rule", "group", "topic", "partition", "connector", "operation"}
+LABELS = {"source", "entity", "subscriber", "stage", "rule", "group", "topic", "partition", "connector", "operation",
+          "error"}
 UNITS = ("_seconds", "_records", "_total", "_up", "_open", "_partitions", "_info")
 
 

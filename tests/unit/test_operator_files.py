@@ -42,6 +42,8 @@ METRICS: dict[str, frozenset[str]] = {
         "eduhub_end_to_end_latency_seconds": ("subscriber", "le"),
         "eduhub_dlq_writes_total": ("source", "stage"),
         "eduhub_stage_batch_seconds": ("stage", "le"),
+        "eduhub_stage_errors_total": ("stage", "error"),
+        "eduhub_stage_last_turn_timestamp_seconds": ("stage",),
         "eduhub_registry_errors_total": ("operation",),
         "eduhub_consumer_lag_records": ("group", "topic", "partition"),
         "eduhub_assigned_partitions": ("stage",),
