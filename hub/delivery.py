@@ -1,38 +1,48 @@
-"""HTTP delivery: a subscriber's queue topic → signed POSTs, with retries, per-key order, a circuit breaker and a DLQ."""
+"""HTTP delivery: subscriber queue → signed POSTs, at least once (receivers drop repeats by the body's event_id)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from hub import dlq
 from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
 from hub.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
                           parse_timestamp)
 from hub.metrics import HubMetrics
-from hub.registry import SchemaRegistry
+from hub.registry import RecordError, RegistryError, SchemaRegistry, is_transient
 from hub.schemas import to_json
 from hub.signing import signed_headers
+from hub.stage import backoff_s as retry_backoff_s
 from hub.stage import export_lag
 from hub.subscriptions import HttpDelivery, SubscriptionPolicy
-from hub.topics import subscriber_dlq_topic
+from hub.topics import ROUTE_DLQ_TOPIC, subscriber_dlq_topic
 
 STAGE = "deliver"
 REJECTED = "delivery.rejected"
+NULL_KEY = "record.null_key"
+INVALID_KEY = "record.invalid_key"
+INTERNAL_ERROR = "record.internal_error"
 log = logging.getLogger(__name__)
 # Answers that say "not now" rather than "not this event": they never use up an event's attempts,
 # so a subscriber that is down or overloaded for hours loses nothing (events wait in Kafka).
 UNAVAILABLE_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
+# What is read of any answer's body: a subscriber's 150 MiB error page must not land in memory.
+MAX_RESPONSE_BYTES = 4096
+FAILURE_TEXT_CHARS = 200
+T = TypeVar("T")
 
 
 class CircuitBreaker:
@@ -79,10 +89,47 @@ class CircuitBreaker:
             self.state = "open"
             self.open_until = self.clock() + self.open_s
 
+    def abandon(self) -> None:
+        """A request got no answer (cancelled by a rebalance, or crashed): another may be the probe."""
+        self._probing = False
+
 
 def backoff_s(attempt: int, initial_s: float, max_s: float, rand: Callable[[float, float], float] = random.uniform) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(max, initial·2^(attempt-1))]."""
     return rand(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
+
+
+def key_text(key: bytes | None) -> str:
+    """The record's key as text; RecordError for none or non-UTF-8 (the route stage always writes a UTF-8 key)."""
+    if key is None:
+        raise RecordError(NULL_KEY, "the record has no key; the route stage always writes one")
+    try:
+        return key.decode()
+    except UnicodeDecodeError as exc:
+        raise RecordError(INVALID_KEY, f"the key is not UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def header_text(message: Any, name: str) -> str | None:
+    """A header's text; a null value (a hostile record may carry one) reads as absent."""
+    return header_value([h for h in message.headers or () if h[1] is not None], name)
+
+
+async def read_head(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """At most the first `limit` bytes of a streamed body, as sent (never decompressed: a small
+    gzip body may expand a thousandfold). Closing the response afterwards drops the rest."""
+    head = b""
+    async with contextlib.aclosing(response.aiter_raw(limit)) as chunks:
+        async for chunk in chunks:
+            head += chunk[:limit - len(head)]
+            if len(head) >= limit:
+                break
+    return head
+
+
+def describe(exc: BaseException) -> str:
+    """An exception and what caused it, for a log line."""
+    cause = f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+    return f"{type(exc).__name__}: {exc}{cause}"
 
 
 class OffsetTracker:
@@ -131,8 +178,14 @@ class HttpDeliverer:
     A non-2xx answer is a failed attempt; after `max_attempts` the record goes to the subscriber's
     DLQ `hub.dlq.sub.<id>`. Connection errors, timeouts and 408/425/429/502/503/504 never use up
     attempts; together with 5xx they count towards the circuit breaker, which stops all sending
-    while open.
+    while open. A record that can never be delivered whatever the subscriber answers (it does not
+    decode, has no UTF-8 key, or its body cannot be built) goes to `hub.dlq.route` at once; an
+    unreachable registry or broker is waited out. No record stops the others or the loop.
     """
+
+    # aiokafka waits forever for an unreachable broker's commit or close: stop() must end all the same.
+    close_timeout_s = 10.0
+    kafka_backoff_s = (1.0, 30.0)  # first and longest wait after a failed fetch, commit or dead-letter send
 
     def __init__(self, policy: SubscriptionPolicy, *, secret: bytes, bootstrap_servers: str,
                  registry: SchemaRegistry, metrics: HubMetrics, group_id: str | None = None, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
@@ -165,7 +218,8 @@ class HttpDeliverer:
         self._queues: dict[tuple[TopicPartition, bytes | None], deque[Any]] = {}
         self._drains: dict[tuple[TopicPartition, bytes | None], asyncio.Task] = {}
         self._buffered = 0
-        self._failure: BaseException | None = None
+        self._committed_at = time.monotonic()
+        self.turned_at = time.monotonic()  # liveness: when run()'s loop last turned
         # POSTs in flight at once; a key waiting out its backoff or an open breaker holds no slot.
         self._slots = asyncio.Semaphore(delivery.max_in_flight)
         self._stopping = asyncio.Event()
@@ -175,40 +229,80 @@ class HttpDeliverer:
         await self.consumer.start()
 
     async def stop(self) -> None:
+        """Commit what was delivered, then close the clients, each within `close_timeout_s`."""
         self._stopping.set()
-        await self.revoked(set(self._trackers))  # commit what was delivered before leaving the group
-        await self.consumer.stop()
-        await self.producer.stop()
-        await self.client.aclose()
+        await self.revoked(set(self._trackers))
+        for close in (self.consumer.stop, self.producer.stop, self.client.aclose):
+            try:
+                await asyncio.wait_for(close(), self.close_timeout_s)
+            except Exception as exc:  # noqa: BLE001 — a broker that is down must not hold the worker's exit
+                log.warning("delivery to %s: closing failed (%s)", self.subscriber, describe(exc))
+
+    def request_stop(self) -> None:
+        """Finish the loop (stop() then commits and closes)."""
+        self._stopping.set()
 
     @property
     def assigned(self) -> int:
         return len(self.consumer.assignment())
 
     async def run(self) -> None:
-        """Fetch, deliver and commit until stopped; raises what broke a delivery (the worker then stops)."""
+        """Fetch, deliver and commit until stopped. A Kafka failure is logged, counted and waited out
+        (1 s doubling to 30 s); problems of single records never reach this loop."""
         self.consumer.subscribe(self.topics, listener=_Revocations(self))
-        last_commit = time.monotonic()
+        failures = 0
         while not self._stopping.is_set():
-            if self._failure is not None:
-                raise self._failure
-            self._backpressure()
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.delivery.batch_max_records)
-            self.metrics.assigned_partitions.labels(f"{STAGE}:{self.subscriber}").set(self.assigned)
-            for tp, messages in batches.items():
-                tracker = self._trackers.setdefault(tp, OffsetTracker())
-                for message in messages:
-                    tracker.add(message.offset)
-                    self._buffered += 1
-                    key = (tp, message.key)
-                    self._queues.setdefault(key, deque()).append(message)
-                    if key not in self._drains:
-                        self._drains[key] = task = asyncio.create_task(self._drain(key))
-                        task.add_done_callback(self._drained)
-            if not batches or time.monotonic() - last_commit >= 1.0:
-                await self._commit()
-                last_commit = time.monotonic()
-                self._lag()
+            self._turned()
+            try:
+                await self._turn()
+            except KafkaError as exc:
+                failures += 1
+                await self._kafka_failed("fetch or commit", exc, failures)
+            else:
+                failures = 0
+
+    def _turned(self) -> None:
+        self.turned_at = time.monotonic()
+        self.metrics.stage_last_turn.labels(f"{STAGE}:{self.subscriber}").set(time.time())
+
+    async def _turn(self) -> None:
+        self._backpressure()
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=self.delivery.batch_max_records)
+        self.metrics.assigned_partitions.labels(f"{STAGE}:{self.subscriber}").set(self.assigned)
+        for tp, messages in batches.items():
+            self._enqueue(tp, messages)
+        if not batches or time.monotonic() - self._committed_at >= 1.0:
+            await self._commit()
+            self._committed_at = time.monotonic()
+            self._lag()
+
+    def _enqueue(self, tp: TopicPartition, messages: list[Any]) -> None:
+        tracker = self._trackers.setdefault(tp, OffsetTracker())
+        for message in messages:
+            tracker.add(message.offset)
+            self._buffered += 1
+            key = (tp, message.key)
+            self._queues.setdefault(key, deque()).append(message)
+            if key not in self._drains:
+                self._drains[key] = task = asyncio.create_task(self._drain(key))
+                task.add_done_callback(self._drained)
+
+    async def _kafka_failed(self, what: str, exc: KafkaError, failures: int) -> None:
+        delay = retry_backoff_s(failures, *self.kafka_backoff_s)
+        self.metrics.stage_errors.labels(STAGE, type(exc).__name__).inc()
+        log.warning("delivery to %s: %s failed (%s); retrying in %.0f s", self.subscriber, what, describe(exc), delay)
+        with contextlib.suppress(asyncio.TimeoutError):  # stop() need not wait out the backoff
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _kafka_retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation()` until Kafka takes it; each failure is logged, counted and waited out."""
+        failures = 0
+        while True:
+            try:
+                return await operation()
+            except KafkaError as exc:
+                failures += 1
+                await self._kafka_failed(what, exc, failures)
 
     def _backpressure(self) -> None:
         """Stop fetching while too many records wait for delivery (a slow subscriber must not fill memory)."""
@@ -225,7 +319,7 @@ class HttpDeliverer:
         try:
             while queue:
                 message = queue[0]
-                await self.deliver(message)
+                await self._handle(message)
                 queue.popleft()
                 tracker.done(message.offset)
                 self._buffered -= 1
@@ -234,9 +328,25 @@ class HttpDeliverer:
             if self._drains.get(key) is asyncio.current_task():
                 del self._drains[key]
 
+    async def _handle(self, message: Any) -> None:
+        """Deliver one record, or dead-letter it to the route DLQ when it can never be delivered."""
+        try:
+            await self.deliver(message)
+        except RecordError as exc:
+            await self._dead_letter(message, ROUTE_DLQ_TOPIC, exc.problem)
+        except Exception as exc:  # a bug met on this record: it must not hold back the others
+            self.metrics.stage_errors.labels(STAGE, type(exc).__name__).inc()
+            problem = Problem("", INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            await self._dead_letter(message, ROUTE_DLQ_TOPIC, problem, exc_info=exc)
+
     def _drained(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()  # run() raises it: a bug must not silently stall a key
+        if task.cancelled() or task.exception() is None:
+            return
+        # Only a failure of dead-lettering itself gets here: the key's records stay queued and
+        # uncommitted (nothing is lost); its next fetched record, or the next owner, starts it again.
+        exc = task.exception()
+        self.metrics.stage_errors.labels(STAGE, type(exc).__name__).inc()
+        log.error("delivery to %s: a key's records stopped", self.subscriber, exc_info=exc)
 
     async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Commit, per partition, up to the oldest record not yet delivered or dead-lettered."""
@@ -248,9 +358,15 @@ class HttpDeliverer:
                 offsets[tp] = position
         if not offsets:
             return
-        await self.producer.flush()  # the dead letters and audit records of those records first
-        await self.consumer.commit(offsets)
+        try:
+            await asyncio.wait_for(self._flush_and_commit(offsets), self.close_timeout_s)
+        except asyncio.TimeoutError:
+            raise KafkaTimeoutError(f"commit not done in {self.close_timeout_s:.0f} s") from None
         self._next_offsets.update(offsets)
+
+    async def _flush_and_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.producer.flush()  # the audit records of those records first
+        await self.consumer.commit(offsets)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Partitions go to another worker: stop their deliveries, commit what is done, forget the rest
@@ -259,7 +375,10 @@ class HttpDeliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._commit(partitions)
+        try:
+            await self._commit(partitions)
+        except KafkaError as exc:  # the next owner starts from the last commit: a few records go twice
+            log.warning("delivery to %s: commit on leaving partitions failed (%s)", self.subscriber, describe(exc))
         for key in [k for k in self._queues if k[0] in partitions]:
             self._buffered -= len(self._queues.pop(key))
         for tp in partitions:
@@ -271,30 +390,46 @@ class HttpDeliverer:
 
     def body(self, message: Any, record: dict[str, Any] | None) -> bytes:
         """The JSON the subscriber receives: the event's identity and the projected record (null for a delete)."""
-        headers = message.headers
         return json.dumps({
-            "event_id": header_value(headers, HEADER_EVENT_ID),
+            "event_id": header_text(message, HEADER_EVENT_ID),
             "subscriber": self.subscriber,
             "entity": self.entity_of[message.topic],
-            "key": message.key.decode() if message.key is not None else None,
-            "op": header_value(headers, HEADER_OP),  # the envelope's op code, as the data dictionary defines it
-            "occurred_at": header_value(headers, HEADER_OCCURRED_AT),
-            "source": header_value(headers, HEADER_SOURCE),
+            "key": key_text(message.key),
+            "op": header_text(message, HEADER_OP),  # the envelope's op code, as the data dictionary defines it
+            "occurred_at": header_text(message, HEADER_OCCURRED_AT),
+            "source": header_text(message, HEADER_SOURCE),
             "record": None if record is None else to_json(record),
         }, ensure_ascii=False, separators=(",", ":")).encode()
 
+    async def _decoded(self, value: bytes | None) -> Any:
+        """The record (None for a delete); RecordError when it never decodes, a registry that cannot
+        answer now is waited out (the record is fine, the registry will be back)."""
+        if value is None:
+            return None
+        waits = 0
+        while True:
+            try:
+                return await self.registry.decode_record(value)
+            except RegistryError as exc:
+                if not is_transient(exc):
+                    raise  # the registry refuses for good: an internal error of this record (see _handle)
+                waits += 1
+                self.metrics.stage_errors.labels(STAGE, "registry").inc()
+                if waits == 1:  # once per record, not once per retry
+                    log.warning("delivery to %s: the schema registry cannot answer (%s); retrying",
+                                self.subscriber, exc)
+                await self.sleep(backoff_s(waits, self.delivery.backoff_initial_s, self.delivery.backoff_max_s))
+
     async def deliver(self, message: Any) -> None:
-        """POST one record until it is accepted or dead-lettered (never raises for the subscriber's answers)."""
-        record = None if message.value is None else await self.registry.decode(message.value)
-        body = self.body(message, record)
+        """POST one record until it is accepted or dead-lettered (never raises for the subscriber's answers;
+        RecordError when the record itself can never be delivered)."""
+        body = self.body(message, await self._decoded(message.value))
         entity = self.entity_of[message.topic]
         attempts = 0
         tries = 0
         while True:
-            await self.breaker.acquire()
             tries += 1
-            async with self._slots:
-                problem = await self._post(body)
+            problem = await self._attempt(body)
             if problem is None:
                 self.breaker.success()
                 self.metrics.circuit_open.labels(self.subscriber).set(0)
@@ -310,7 +445,9 @@ class HttpDeliverer:
             if not unavailable:
                 attempts += 1
                 if attempts >= self.delivery.max_attempts:
-                    await self._dead_letter(message, entity, text, attempts)
+                    self.metrics.delivery_dead_letters.labels(self.subscriber, entity).inc()
+                    await self._dead_letter(message, self.dlq_topic, Problem(
+                        "", REJECTED, f"{self.delivery.url} refused the event {attempts} times; last: {text}"))
                     return
             if unavailable:
                 log.info("delivery to %s: endpoint unavailable (%s); waiting, attempts unused", self.subscriber, text)
@@ -319,44 +456,75 @@ class HttpDeliverer:
                          self.delivery.max_attempts)
             await self.sleep(backoff_s(tries, self.delivery.backoff_initial_s, self.delivery.backoff_max_s))
 
+    async def _attempt(self, body: bytes) -> tuple[bool, bool, str] | None:
+        """One POST once the breaker allows it and a slot is free."""
+        await self.breaker.acquire()
+        try:
+            async with self._slots:
+                return await self._post(body)
+        except BaseException:
+            self.breaker.abandon()  # else a probe cancelled by a rebalance would hold the breaker half-open forever
+            raise
+
     async def _post(self, body: bytes) -> tuple[bool, bool, str] | None:
         """None when accepted, else (unavailable, server-side, description)."""
-        headers = {"Content-Type": "application/json", **signed_headers(self.secret, int(time.time()), body)}
+        # identity: the body is read as sent, and a compressed one would be unreadable in the failure text.
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity",
+                   **signed_headers(self.secret, int(time.time()), body)}
         try:
-            response = await self.client.post(self.delivery.url, content=body, headers=headers)
+            async with self.client.stream("POST", self.delivery.url, content=body, headers=headers) as response:
+                if 200 <= response.status_code < 300:
+                    # Reading a short body to its end lets the connection be reused; the status alone answers.
+                    with contextlib.suppress(httpx.HTTPError):
+                        await read_head(response)
+                    return None
+                head = await read_head(response)
         except httpx.HTTPError as exc:
             return True, True, f"{type(exc).__name__}: {exc}".rstrip(": ")
-        if 200 <= response.status_code < 300:
-            return None
-        text = f"HTTP {response.status_code}: {response.text[:200]}"
+        text = f"HTTP {response.status_code}: {head.decode('utf-8', 'replace')[:FAILURE_TEXT_CHARS]}"
         return response.status_code in UNAVAILABLE_STATUSES, response.status_code >= 500, text
 
     def _observe_latency(self, message: Any) -> None:
-        at = parse_timestamp(header_value(message.headers, HEADER_OCCURRED_AT))
+        at = parse_timestamp(header_text(message, HEADER_OCCURRED_AT))
         if at is not None:
             self.metrics.end_to_end_seconds.labels(self.subscriber).observe(max(0.0, time.time() - at.timestamp()))
 
     async def _audit(self, message: Any, entity: str, outcome: str) -> None:
-        refs_text = header_value(message.headers, REFS_HEADER)
-        refs = json.loads(refs_text) if refs_text else {"key_ref": None, "person_refs": []}
-        entry = audit_entry(refs, subscriber=self.subscriber, entity=entity,
-                            event_id=header_value(message.headers, HEADER_EVENT_ID),
+        entry = audit_entry(audit_refs_of(message), subscriber=self.subscriber, entity=entity,
+                            event_id=header_text(message, HEADER_EVENT_ID),
                             at=datetime.now(timezone.utc).isoformat(), outcome=outcome)
-        # The send is queued, not awaited to the broker: the batch's flush waits for it before the commit.
-        await self.producer.send(AUDIT_TOPIC, entry, key=message.key)
+        # The send is queued, not awaited to the broker: the commit's flush waits for it.
+        await self._kafka_retry("audit send", lambda: self.producer.send(AUDIT_TOPIC, entry, key=message.key))
 
-    async def _dead_letter(self, message: Any, entity: str, text: str, attempts: int) -> None:
-        problems = [Problem("", REJECTED, f"{self.delivery.url} refused the event {attempts} times; last: {text}")]
+    async def _dead_letter(self, message: Any, topic: str, problem: Problem,
+                           exc_info: BaseException | None = None) -> None:
+        """The record, untouched, to `topic` with why in `eduhub.errors.*` headers; awaited to the broker,
+        since its offset counts as done (and may be committed) once this returns."""
+        event_id = header_text(message, HEADER_EVENT_ID)
         headers = dlq.dead_letter_headers(
-            problems, stage=STAGE, topic=message.topic, partition=message.partition, offset=message.offset,
-            event_id=header_value(message.headers, HEADER_EVENT_ID), original=message.headers or ())
-        await self.producer.send(self.dlq_topic, message.value, key=message.key, headers=headers)
-        source = header_value(message.headers, HEADER_SOURCE) or ""
-        self.metrics.dlq_writes.labels(source, STAGE).inc()
-        self.metrics.delivery_dead_letters.labels(self.subscriber, entity).inc()
-        await self._audit(message, entity, "dead_lettered")
-        log.warning("event %s for %s dead-lettered to %s after %d attempts: %s",
-                    header_value(message.headers, HEADER_EVENT_ID), self.subscriber, self.dlq_topic, attempts, text)
+            [problem], stage=STAGE, topic=message.topic, partition=message.partition, offset=message.offset,
+            event_id=event_id, original=message.headers or ())
+        value = dlq.fit(message.value, message.key, headers)  # the headers added must not make it too large
+        await self._kafka_retry(f"dead letter to {topic}", lambda: self.producer.send_and_wait(
+            topic, value, key=message.key, headers=headers))
+        self.metrics.dlq_writes.labels(header_text(message, HEADER_SOURCE) or "", STAGE).inc()
+        # The audit entry's references come from the route stage's header, never from the key, so a
+        # keyless record is audited too (hub.audit is not compacted: a null key is fine there).
+        await self._audit(message, self.entity_of[message.topic], "dead_lettered")
+        log.warning("event %s for %s (%s[%d]@%d) dead-lettered to %s: %s: %s", event_id, self.subscriber,
+                    message.topic, message.partition, message.offset, topic, problem.rule, problem.message,
+                    exc_info=exc_info)
+
+
+def audit_refs_of(message: Any) -> dict[str, Any]:
+    """The audit references the route stage put on the record; none when the header is absent or malformed."""
+    try:
+        refs = json.loads(header_text(message, REFS_HEADER) or "null")
+    except ValueError:
+        refs = None
+    if isinstance(refs, dict) and set(refs) == {"key_ref", "person_refs"} and isinstance(refs["person_refs"], list):
+        return refs
+    return {"key_ref": None, "person_refs": []}
 
 
 class DeliveryGroup:
@@ -365,9 +533,18 @@ class DeliveryGroup:
     def __init__(self, deliverers: list[HttpDeliverer]) -> None:
         self.deliverers = deliverers
 
+    @property
+    def turned_at(self) -> float:
+        """When the stalest deliverer's loop last turned (time.monotonic())."""
+        return min((d.turned_at for d in self.deliverers), default=time.monotonic())
+
     async def start(self) -> None:
         for deliverer in self.deliverers:
             await deliverer.start()
+
+    def request_stop(self) -> None:
+        for deliverer in self.deliverers:
+            deliverer.request_stop()
 
     async def run(self) -> None:
         await asyncio.gather(*(d.run() for d in self.deliverers))
