@@ -290,15 +290,16 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         connectors, error = await connector_states(connect_api) if config.connectors else ([], None)
         return sampler.snapshot(connectors, error)
 
-    def liveness() -> dict[str, bool]:
-        """Each running stage: has its loop turned within worker.stall_timeout_s?"""
-        now = time.monotonic()
-        return {name: now - stage.turned_at < config.worker.stall_timeout_s
-                for name, stage in state.items() if hasattr(stage, "turned_at")}
-
-    web.install(app, metrics, readiness, status, liveness)
+    web.install(app, metrics, readiness, status, lambda: stages_turning(state, config.worker.stall_timeout_s))
     app.eduhub_stages = state  # type: ignore[attr-defined]  (HubWorker marks them stopping on a signal)
     return app
+
+
+def stages_turning(state: dict[str, Any], stall_timeout_s: float, now: float | None = None) -> dict[str, bool]:
+    """Each running stage: has its loop turned within `stall_timeout_s`? (/healthz fails on a False)"""
+    now = time.monotonic() if now is None else now
+    return {name: now - stage.turned_at < stall_timeout_s
+            for name, stage in state.items() if hasattr(stage, "turned_at")}
 
 
 class HubWorker(faust.Worker):

@@ -1,0 +1,101 @@
+"""Liveness without a broker: a stalled stage fails /healthz, a restoring stage is not ready, the loop's
+failure path backs off and rewinds, and a signalled worker exits within its bound."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from hub.metrics import HubMetrics
+from hub.stage import TransactionalStage, backoff_s, error_label
+from hub.registry import RegistryError
+from hub.worker import stages_turning
+
+
+def test_a_stage_whose_loop_stopped_turning_is_reported_stalled():
+    state = {"validate": SimpleNamespace(turned_at=100.0), "route": SimpleNamespace(turned_at=10.0),
+             "schema_ids": {"exam.registration": 3}}  # not a stage: ignored
+    assert stages_turning(state, stall_timeout_s=60, now=105.0) == {"validate": True, "route": False}
+    assert stages_turning({}, stall_timeout_s=60, now=105.0) == {}  # nothing built yet: alive, not ready
+
+
+def test_backoff_doubles_to_its_cap_and_errors_are_labelled_by_class():
+    assert [backoff_s(n) for n in (1, 2, 3, 6, 50)] == [1.0, 2.0, 4.0, 30.0, 30.0]
+    assert error_label(RegistryError("down")) == "registry"
+    assert error_label(TimeoutError()) == "TimeoutError"
+
+
+class FakeConsumer:
+    def __init__(self, assigned: set[TopicPartition], committed: dict[TopicPartition, int]) -> None:
+        self._assigned = assigned
+        self._committed = committed
+        self.seeks: dict[TopicPartition, int] = {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._assigned
+
+    async def committed(self, tp: TopicPartition) -> int:
+        return self._committed[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return 100
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 100
+
+
+def stage_with(consumer: FakeConsumer) -> TransactionalStage:
+    stage = TransactionalStage(topics=["t"], bootstrap_servers="127.0.0.1:1", group_id="g", transactional_id="x",
+                               metrics=HubMetrics(), output_topics=[])
+    stage.consumer = consumer  # type: ignore[assignment]
+    stage._stopping.set()  # no real wait between retries in a unit test
+    return stage
+
+
+def test_a_failed_batch_is_counted_rewound_to_the_committed_offsets_and_not_lost():
+    kept, revoked = TopicPartition("t", 0), TopicPartition("t", 1)
+    consumer = FakeConsumer({kept}, {kept: 7, revoked: 3})
+
+    async def go() -> TransactionalStage:
+        stage = stage_with(consumer)  # aiokafka clients are made inside a running loop
+        stage._stopping.clear()
+        task = asyncio.ensure_future(stage._failed(RegistryError("down"), {kept: [object()], revoked: [object()]}))
+        await asyncio.sleep(0.05)
+        stage._stopping.set()  # ends the backoff sleep
+        await task
+        return stage
+
+    stage = asyncio.run(go())
+    assert consumer.seeks == {kept: 7}  # the revoked partition is its next owner's, from its committed offset
+    errors = stage.metrics.registry.get_sample_value("eduhub_stage_errors_total", {"stage": "stage", "error": "registry"})
+    assert errors == 1
+
+
+def test_partitions_count_as_assigned_only_once_their_state_is_restored():
+    async def make() -> TransactionalStage:
+        return stage_with(FakeConsumer({TopicPartition("t", 0)}, {}))
+
+    stage = asyncio.run(make())
+    assert stage.assigned == 0  # assigned, restore not finished: /readyz says partitions_assigned false
+    stage._restored.set()
+    assert stage.assigned == 1
+
+
+def test_exit_after_ends_a_process_whose_loop_is_blocked():
+    code = textwrap.dedent("""
+        import time
+        from hub.worker import exit_after
+        exit_after(0.5)
+        time.sleep(60)  # a loop that never yields: only the timer thread can end it
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "did not stop within" in done.stderr
