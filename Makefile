@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit install bench clean check-schemas
+.PHONY: run test test-faults unit install bench clean check-schemas
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: install
 test: install check-schemas
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+## make test-faults: the fault scenarios only (tests/faults, marker `faults`) and their table;
+## EVENTS=100000 streams that many events per scenario (default 20 000, EDUHUB_FAULT_EVENTS).
+test-faults: install
+	$(if $(EVENTS),EDUHUB_FAULT_EVENTS=$(EVENTS) )$(BIN)/python -m pytest -q -m faults tests/faults; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-faults: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 ## make check-schemas: every schema must read data written with each of its committed versions.
 check-schemas: install

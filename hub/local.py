@@ -288,6 +288,47 @@ class LocalStack:
             time.sleep(0.5)
         raise LocalError(f"{part.name} did not answer within {START_TIMEOUT_S:.0f} s; see {part.log}")
 
+    def stop_part(self, name: str, echo=print) -> int | None:
+        """Stop ONE running part ("kafka" or "registry") by its recorded pid and forget it; its ports,
+        data and config stay, so `start_part` brings it back as it was. Returns the pid stopped, or
+        None when it was not running. (Fault tests use this to take one part away mid-stream.)"""
+        if name not in ("kafka", "registry"):
+            raise LocalError(f"unknown local part {name!r}: expected kafka or registry")
+        parts = self._read_pids()
+        part = parts.pop(name, None)
+        stopped = None
+        if part is not None and _alive(part.pid, self.marker):
+            self._stop(part)
+            stopped = part.pid
+            echo(f"stopped {name} (pid {part.pid})")
+        self._write_pids(parts)
+        return stopped
+
+    def answers(self, name: str) -> bool:
+        """True when the part ("kafka" or "registry") answers a request now."""
+        return {"kafka": self._kafka_answers, "registry": self._registry_answers}[name]()
+
+    def start_part(self, name: str, echo=print) -> Part:
+        """Start ONE part again (same ports, same data folder) unless it runs, and wait until it answers.
+        The registry keeps its schemas in Kafka (kafkasql): it is only started while the broker answers."""
+        java = shutil.which("java")
+        if java is None:
+            raise LocalError("Java is not on PATH: install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        parts = self._read_pids()
+        if name == "kafka":
+            self._ensure(parts, "kafka", lambda: self._start_kafka(java, resolve_kafka(self.cache_dir, echo)),
+                         self._kafka_answers, echo)
+        elif name == "registry":
+            if not self._kafka_answers():
+                raise LocalError("the registry keeps its schemas in Kafka: start the broker first")
+            self._ensure(parts, "registry",
+                         lambda: self._start_registry(java, resolve_registry(self.cache_dir, echo)),
+                         self._registry_answers, echo)
+        else:
+            raise LocalError(f"unknown local part {name!r}: expected kafka or registry")
+        return parts[name]
+
     def down(self, echo=print) -> list[int]:
         """Stop the processes this state folder started (registry first), by recorded pid only."""
         parts = self._read_pids()
