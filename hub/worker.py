@@ -198,6 +198,9 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         topic_replication_factor=kafka.replication_factor,
         topic_partitions=kafka.canonical_partitions,
         store="memory://",
+        # Faust's own group (its leader assignor) keeps a killed member for this long, and the stages
+        # start only once Faust is ready: 60 s (the default) after every kill -9 is a minute of outage.
+        broker_session_timeout=10.0,
     )
     password = config.registry.password.get_secret_value() if config.registry.password else None
     registry = SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
