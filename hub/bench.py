@@ -97,7 +97,7 @@ async def _hub_stage(config: HubConfig, source: str, count: int, schema_ids: dic
     stage = ValidateStage(
         validator=Validator(catalogue, {source}), schema_ids=schema_ids, dedup=dedup,
         bootstrap_servers=config.kafka.bootstrap_servers, sources=[source],
-        group_id=f"bench-hub-{uuid.uuid4().hex[:8]}", transactional_id=f"bench-hub-{uuid.uuid4().hex[:8]}",
+        group_id=f"bench-hub-{uuid.uuid4().hex[:8]}", transactional_prefix=f"bench-hub-{uuid.uuid4().hex[:8]}",
         metrics=HubMetrics(), batch_max_records=config.worker.batch_max_records,
         batch_max_wait_ms=config.worker.batch_max_wait_ms, topic_prefix=prefix,
     )

@@ -96,8 +96,8 @@ class RegistryConfig(_Section):
 class WorkerConfig(_Section):
     instance_id: str = Field(
         default_factory=socket.gethostname,
-        description="stable name of this worker; its transactional id derives from it, so a restarted "
-        "worker fences its crashed predecessor (default: the host name)",
+        description="name of this worker on the status page and of its local data folder (default: the host "
+        "name); fencing no longer depends on it: each partition's transactional id is the same on every worker",
     )
     web_host: str = Field("127.0.0.1", description="address the worker's HTTP server binds")
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics, /healthz, /readyz and the status page")

@@ -37,12 +37,12 @@ class RouteStage(TransactionalStage):
 
     def __init__(self, *, catalogue: Catalogue, policies: list[SubscriptionPolicy], registry: SchemaRegistry,
                  schema_ids: dict[tuple[str, str], int], bootstrap_servers: str, group_id: str,
-                 transactional_id: str, metrics: HubMetrics, audit_key: bytes,
+                 transactional_prefix: str, metrics: HubMetrics, audit_key: bytes,
                  canonical_ids: dict[str, int] | None = None,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50) -> None:
         self.by_topic = {e.topic: e for e in catalogue.entities.values()}
         super().__init__(topics=list(self.by_topic), bootstrap_servers=bootstrap_servers, group_id=group_id,
-                         transactional_id=transactional_id, metrics=metrics,
+                         transactional_prefix=transactional_prefix, metrics=metrics,
                          output_topics=[AUDIT_TOPIC, ROUTE_DLQ_TOPIC]
                          + [p.topic(e) for p in policies for e in p.entities],
                          batch_max_records=batch_max_records, batch_max_wait_ms=batch_max_wait_ms)

@@ -4,17 +4,21 @@ and input offsets in one Kafka transaction."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.producer.transaction_manager import TransactionState
 
+from hub.config import ConfigError
 from hub.metrics import HubMetrics
 from hub.produce import BatchWriter
 from hub.registry import RegistryError
+from hub.topics import partitions_of
 
 log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 1.0
@@ -23,6 +27,10 @@ BACKOFF_MAX_S = 30.0
 RESTORE_TIMEOUT_S = 600.0
 # Closing a client must not hold a stopping worker: past this the client is left to the process exit.
 CLOSE_TIMEOUT_S = 10.0
+# A fenced task waits this long before it renews its producer: a zombie (a worker frozen past its
+# session timeout) learns meanwhile from its next heartbeat that its partitions moved, and gives them
+# up instead of fencing their new owner in turn. Above the consumers' 10 s session timeout.
+FENCE_GRACE_S = 15.0
 
 
 def backoff_s(failures: int, initial: float = BACKOFF_INITIAL_S, most: float = BACKOFF_MAX_S) -> float:
@@ -35,21 +43,59 @@ def error_label(exc: BaseException) -> str:
     return "registry" if isinstance(exc, RegistryError) else type(exc).__name__
 
 
+class Task:
+    """The transactional producer of one input partition number: the unit of ownership and fencing.
+
+    Partition p of every input topic belongs to task p (the group's range assignor gives all of them to
+    one worker, since the inputs have equal partition counts). Its transactional id is
+    `<prefix>-<inputs digest>-<p>`, the same on every worker of one configuration: whoever is assigned
+    p starts a producer with that id, and
+    Kafka then aborts the previous owner's open transaction and refuses its later commits (a zombie is
+    fenced), as in Kafka Streams' first exactly-once mode.
+    """
+
+    def __init__(self, partition: int, producer_config: dict[str, Any], prefix: str) -> None:
+        self.partition = partition
+        self.transactional_id = f"{prefix}-{partition}"
+        self.producer = AIOKafkaProducer(**producer_config, transactional_id=self.transactional_id)
+        self.writer = BatchWriter(self.producer)
+        self.closed = False
+        self.broken_at: float | None = None  # monotonic time a failure left the producer broken
+
+    @property
+    def broken(self) -> bool:
+        """Fenced, timed out, stuck mid-abort or closed: this producer can commit nothing more."""
+        if self.closed:
+            return True
+        state = getattr(getattr(self.producer, "_txn_manager", None), "state", TransactionState.READY)
+        return state != TransactionState.READY
+
+    async def close(self) -> None:
+        self.closed = True
+        try:
+            await asyncio.wait_for(self.producer.stop(), CLOSE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 — a broker that is down must not hold a rebalance or a stop
+            log.warning("closing the producer %s: %r", self.transactional_id, exc)
+
+
 class TransactionalStage:
     """Consumes `topics` in a group and hands each batch to `process` inside a transaction.
 
-    Each batch's output records and its input offsets commit atomically, so after any crash every
-    input record has its outputs exactly once for read_committed readers. Outputs go through a
+    Each task's share of a batch (its input partitions' records) is one transaction with its outputs
+    and its input offsets, so after any crash every input record has its outputs exactly once for
+    read_committed readers, and a worker that lost a partition while frozen cannot commit it (see
+    Task). Revoking partitions waits for the transaction in flight. Outputs go through a
     `BatchWriter` (sends are not awaited one by one: the commit waits for all of them). A failed
-    transaction is aborted, counted and logged with its cause, and its batch re-read from the committed
-    offsets after a backoff (1 s doubling to 30 s); the loop itself never stops on an error.
-    Subclasses set `stage` and implement `process(batches)`; `output_topics` lists where they write.
-    `turned_at` (monotonic) is when the loop last turned: /healthz fails when it stops moving.
+    transaction is aborted, counted and logged with its cause, and its records re-read from the
+    committed offsets after a backoff (1 s doubling to 30 s); the loop itself never stops on an error.
+    Subclasses set `stage` and implement `process(batches)` (writing through `self.writer`);
+    `output_topics` lists where they write. `turned_at` (monotonic) is when the loop last turned:
+    /healthz fails when it stops moving.
     """
 
     stage = "stage"
 
-    def __init__(self, *, topics: list[str], bootstrap_servers: str, group_id: str, transactional_id: str,
+    def __init__(self, *, topics: list[str], bootstrap_servers: str, group_id: str, transactional_prefix: str,
                  metrics: HubMetrics, output_topics: list[str], batch_max_records: int = 20_000,
                  batch_max_wait_ms: int = 50) -> None:
         self.topics = topics
@@ -62,12 +108,20 @@ class TransactionalStage:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
                                          enable_auto_commit=False, auto_offset_reset="earliest",
                                          isolation_level="read_committed",
-                                         max_partition_fetch_bytes=4 * 1024 * 1024)
-        self._producer_config = dict(bootstrap_servers=bootstrap_servers, transactional_id=transactional_id,
-                                     enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024)
-        self.producer = AIOKafkaProducer(**self._producer_config)
-        self.writer = BatchWriter(self.producer)
-        self._producer_broken = False  # a fatal transaction error: the next batch gets a new producer
+                                         max_partition_fetch_bytes=4 * 1024 * 1024,
+                                         # partition p of every input topic to one worker: task p
+                                         partition_assignment_strategy=(RangePartitionAssignor,))
+        # Task p's transactional id names the input topics too: workers of one configuration fence each
+        # other, while a worker still on another source list (a rolling change) never fights them for an id
+        # that guards other partitions.
+        digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
+        self.transactional_prefix = f"{transactional_prefix}-{digest}"
+        self._producer_config = dict(bootstrap_servers=bootstrap_servers, enable_idempotence=True, linger_ms=5,
+                                     max_batch_size=512 * 1024)
+        self._tasks: dict[int, Task] = {}  # the tasks this worker owns, by partition number
+        self.writer: BatchWriter | None = None  # the writer of the task whose transaction is open
+        # Held while a transaction is open: revoking partitions waits for it to commit or abort.
+        self._txn_lock = asyncio.Lock()
         self.processed = 0
         self.first_batch_at: float | None = None  # perf_counter() of the first batch read
         self.turned_at = time.monotonic()
@@ -84,9 +138,22 @@ class TransactionalStage:
         metrics.stage_errors.labels(self.stage, "restore")  # at 0 from the start: "no failures" is data
 
     async def start(self) -> None:
-        await self.producer.start()
+        await self._check_copartitioned()
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))
+
+    async def _check_copartitioned(self) -> None:
+        """Task p must own partition p of every input: refuse inputs with different partition counts."""
+        counts = {topic: len(await partitions_of(self.bootstrap_servers, topic)) for topic in self.topics}
+        if len(set(counts.values())) > 1:
+            listing = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
+            raise ConfigError(f"the {self.stage} stage's input topics must have equal partition counts ({listing}): "
+                              f"add partitions to the smaller ones (kafka-topics.sh --alter --partitions N)")
+
+    @property
+    def client(self) -> Any:
+        """A Kafka client of the stage (for readiness: is the broker answering?)."""
+        return self.consumer._client
 
     async def stop(self) -> None:
         """Leave the group and close the clients, each within CLOSE_TIMEOUT_S (an open transaction aborts)."""
@@ -95,11 +162,12 @@ class TransactionalStage:
             self.metrics.stage_last_turn.remove(self.stage)
         except KeyError:
             pass
-        for client in (self.consumer, self.producer):
-            try:
-                await asyncio.wait_for(client.stop(), CLOSE_TIMEOUT_S)
-            except Exception as exc:  # a broker that is down must not hold the worker's exit
-                log.warning("%s: closing %s failed: %r", self.stage, type(client).__name__, exc)
+        try:
+            await asyncio.wait_for(self.consumer.stop(), CLOSE_TIMEOUT_S)
+        except Exception as exc:  # a broker that is down must not hold the worker's exit
+            log.warning("%s: closing the consumer failed: %r", self.stage, exc)
+        tasks, self._tasks = list(self._tasks.values()), {}
+        await asyncio.gather(*(task.close() for task in tasks))
 
     def request_stop(self) -> None:
         """Stop taking partitions and finish the loop (stop() then closes the clients)."""
@@ -126,7 +194,7 @@ class TransactionalStage:
                 batches = await self.consumer.getmany(timeout_ms=self.batch_max_wait_ms or 1,
                                                       max_records=self.batch_max_records)
             except KafkaError as exc:  # e.g. authorisation: recurring, so counted and slowed down
-                await self._failed(exc, {})
+                await self._back_off(await self._failed(exc, {}))
                 continue
             # Read after the fetch returned: records it returns belong to the assignment of that moment
             # (aiokafka drops those of an older one), so only a rebalance from now on makes them stale.
@@ -144,27 +212,56 @@ class TransactionalStage:
             started = time.perf_counter()
             if self.first_batch_at is None:
                 self.first_batch_at = started
+            by_task: dict[int, dict[TopicPartition, list[Any]]] = {}
+            for tp, messages in batches.items():
+                by_task.setdefault(tp.partition, {})[tp] = messages
+            delay = 0.0
+            for partition, task_batches in by_task.items():
+                delay = max(delay, await self._transact(partition, task_batches))
+            self.update_lag()
+            await self._back_off(delay)
+            self.metrics.batch_seconds.labels(self.stage).observe(time.perf_counter() - started)
+
+    async def _transact(self, partition: int, batches: dict[TopicPartition, list[Any]]) -> float:
+        """One task's records in one transaction with their outputs and offsets; returns how long to
+        back off (0 when it committed)."""
+        async with self._txn_lock:  # a revocation waits for this transaction to end
+            task = self._tasks.get(partition)
+            if task is None or any(tp not in self.consumer.assignment() for tp in batches):
+                return 0.0  # revoked meanwhile: the new owner reads these from the committed offsets
+            if task.broken:
+                # Only a producer that has fenced its predecessors may write, and only from offsets read
+                # after that fencing: renew, rewind, and let these records be fetched again.
+                await self._rewind(self._task_partitions(partition))
+                if time.monotonic() - (task.broken_at or 0.0) < FENCE_GRACE_S:
+                    return 1.0  # maybe a zombie: let the group take the partition away first
+                try:
+                    await self._renew(task)
+                except Exception as exc:  # noqa: BLE001 — broker unreachable: try again later
+                    return await self._failed(exc, {})
+                await self._rewind(self._task_partitions(partition))
+                return 0.0
+            self.writer = task.writer
             try:
-                if self._producer_broken:
-                    await self._new_producer()
-                await self.writer.prepare(self.output_topics, refresh=True)
-                async with self.producer.transaction():
+                await task.writer.prepare(self.output_topics, refresh=True)
+                async with task.producer.transaction():
                     await self.process(batches)
-                    await self.writer.flush()
-                    await self.producer.send_offsets_to_transaction(
+                    await task.writer.flush()
+                    await task.producer.send_offsets_to_transaction(
                         {tp: messages[-1].offset + 1 for tp, messages in batches.items()}, self.group_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 — whatever failed, the transaction did not commit
-                await self._failed(exc, batches)
-                continue
-            self._failures = 0
-            self.committed(batches)
-            for tp, messages in batches.items():
-                self._next_offsets[tp] = messages[-1].offset + 1
-            self.update_lag()
-            self.processed += sum(len(m) for m in batches.values())
-            self.metrics.batch_seconds.labels(self.stage).observe(time.perf_counter() - started)
+                return await self._failed(exc, batches, task)
+        self._failures = 0
+        self.committed(batches)
+        for tp, messages in batches.items():
+            self._next_offsets[tp] = messages[-1].offset + 1
+        self.processed += sum(len(m) for m in batches.values())
+        return 0.0
+
+    def _task_partitions(self, partition: int) -> list[TopicPartition]:
+        return [tp for tp in self.consumer.assignment() if tp.partition == partition]
 
     async def _wait_restored(self) -> bool:
         """Wait for the assigned partitions' state, turning the loop meanwhile; False when stopping."""
@@ -178,8 +275,10 @@ class TransactionalStage:
                 pass
         return not self._stopping.is_set()
 
-    async def _failed(self, exc: BaseException, batches: dict[TopicPartition, list[Any]]) -> None:
-        """A batch (or a fetch) failed: nothing of it is visible. Count it, say why, rewind, back off."""
+    async def _failed(self, exc: BaseException, batches: dict[TopicPartition, list[Any]],
+                      task: Task | None = None) -> float:
+        """A batch (or a fetch) failed: nothing of it is visible. Count it, say why, rewind; returns the
+        backoff, which the loop waits out with no transaction open (a revocation must not wait for it)."""
         self._failures += 1
         self.metrics.stage_errors.labels(self.stage, error_label(exc)).inc()
         delay = backoff_s(self._failures)
@@ -189,31 +288,69 @@ class TransactionalStage:
         log.error("%s: %s of %d records failed (%d in a row): %s: %s; retrying from the committed offsets in "
                   "%.0f s", self.stage, "batch" if batches else "fetch", records, self._failures,
                   type(exc).__name__, exc, delay, exc_info=exc if self._failures == 1 else None)
-        self.writer.discard()
-        if batches:
+        if task is not None:
+            task.writer.discard()
             self.aborted(batches)
-        state = getattr(getattr(self.producer, "_txn_manager", None), "state", TransactionState.READY)
-        if state != TransactionState.READY:  # fenced, timed out or stuck mid-abort: this producer is done
-            self._producer_broken = True
-        await self._rewind(list(batches))
+            if task.broken and task.broken_at is None:  # renewed by a later batch, after FENCE_GRACE_S
+                task.broken_at = time.monotonic()
+            await self._rewind(self._task_partitions(task.partition))
         self.update_lag(every_s=0)  # the lag grows while batches fail, so the lag alert sees it
+        return delay
+
+    async def _back_off(self, delay: float) -> None:
+        if delay <= 0:
+            return
         try:
             await asyncio.wait_for(self._stopping.wait(), delay)
         except asyncio.TimeoutError:
             pass
 
-    async def _new_producer(self) -> None:
-        """Replace a producer in a fatal state; init_transactions with the same id fences the old one."""
-        old = self.producer
+    async def _renew(self, task: Task) -> None:
+        """Replace a task's broken producer; starting the new one fences every older one with its id.
+        (A zombie renewing a task it lost fences the owner's transaction in flight, which then aborts
+        and is redone: a delay, never a duplicate, since each writer reads the committed offsets after
+        its own fencing.)"""
+        await task.close()
+        fresh = Task(task.partition, self._producer_config, self.transactional_prefix)
         try:
-            await asyncio.wait_for(old.stop(), CLOSE_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("%s: closing the failed producer: %r", self.stage, exc)
-        self.producer = AIOKafkaProducer(**self._producer_config)
-        self.writer = BatchWriter(self.producer)
-        await self.producer.start()
-        self._producer_broken = False
-        log.info("%s: new transactional producer started", self.stage)
+            await fresh.producer.start()
+        except Exception:
+            await fresh.close()
+            raise
+        if self._tasks.get(task.partition) is task:
+            self._tasks[task.partition] = fresh
+        else:
+            await fresh.close()  # revoked meanwhile
+        log.info("%s: new producer for task %s", self.stage, fresh.transactional_id)
+
+    async def _claim(self, partitions: set[TopicPartition]) -> None:
+        """Start the producers of the newly assigned tasks: each start fences the task's previous owner
+        and waits until its open transaction is aborted or committed, so the committed offsets and the
+        changelog read after this are final. Retried with backoff on failure (counted as error=claim)."""
+        failures = 0
+        for partition in sorted({tp.partition for tp in partitions} - set(self._tasks)):
+            while not self._stopping.is_set():
+                task = Task(partition, self._producer_config, self.transactional_prefix)
+                try:
+                    await task.producer.start()
+                    self._tasks[partition] = task
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    await task.close()
+                    failures += 1
+                    self.metrics.stage_errors.labels(self.stage, "claim").inc()
+                    log.error("%s: starting the producer %s failed (%d in a row): %s: %s", self.stage,
+                              task.transactional_id, failures, type(exc).__name__, exc)
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), backoff_s(failures))
+                    except asyncio.TimeoutError:
+                        pass
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        """Close the producers of tasks no longer assigned (after their transaction ended)."""
+        kept = {tp.partition for tp in self.consumer.assignment() if tp not in partitions}
+        for partition in [p for p in self._tasks if p not in kept]:
+            await self._tasks.pop(partition).close()
 
     def update_lag(self, every_s: float = 2.0) -> None:
         """Export each assigned partition's lag (at most every `every_s`; it reads only client state)."""
@@ -306,13 +443,18 @@ class _Listener(ConsumerRebalanceListener):
         self.stage = stage
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.stage._generation += 1
-        self.stage._restored.clear()
-        self.stage.on_revoked(set(revoked))
+        stage = self.stage
+        stage._generation += 1
+        stage._restored.clear()
+        async with stage._txn_lock:  # the transaction in flight commits or aborts before the hand-over
+            stage.on_revoked(set(revoked))
+            await stage._release(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.stage._generation += 1
-        if self.stage.stopping:
+        stage = self.stage
+        stage._generation += 1
+        if stage.stopping:
             return  # a stopping worker restores nothing and processes nothing; stop() leaves the group
-        await self.stage._restore(set(assigned))
-        self.stage._restored.set()
+        await stage._claim(set(assigned))  # fence first: what is read next is the previous owner's last word
+        await stage._restore(set(assigned))
+        stage._restored.set()

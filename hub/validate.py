@@ -126,7 +126,7 @@ class ValidateStage(TransactionalStage):
     stage = STAGE
 
     def __init__(self, *, validator: Validator, schema_ids: dict[str, int], bootstrap_servers: str,
-                 sources: list[str], group_id: str, transactional_id: str, metrics: HubMetrics,
+                 sources: list[str], group_id: str, transactional_prefix: str, metrics: HubMetrics,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50, topic_prefix: str = "",
                  dedup: DedupWindow | None = None) -> None:
         outputs = [topic_prefix + e.topic for e in validator.catalogue.entities.values()]
@@ -134,7 +134,7 @@ class ValidateStage(TransactionalStage):
         if dedup is not None:
             outputs.append(dedup.topic)
         super().__init__(topics=[ingest_topic(s) for s in sources], bootstrap_servers=bootstrap_servers,
-                         group_id=group_id, transactional_id=transactional_id, metrics=metrics,
+                         group_id=group_id, transactional_prefix=transactional_prefix, metrics=metrics,
                          output_topics=outputs, batch_max_records=batch_max_records,
                          batch_max_wait_ms=batch_max_wait_ms)
         self.validator = validator

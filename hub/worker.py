@@ -226,7 +226,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         stage = ValidateStage(
             validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
             schema_ids=schema_ids, bootstrap_servers=kafka.bootstrap_servers, sources=config.source_ids,
-            group_id=group_id, transactional_id=f"{APP_ID}-validate-{config.worker.instance_id}", dedup=dedup,
+            group_id=group_id, transactional_prefix=group_id, dedup=dedup,
             metrics=metrics, batch_max_records=config.worker.batch_max_records,
             batch_max_wait_ms=config.worker.batch_max_wait_ms,
         )
@@ -246,7 +246,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
             return RouteStage(
                 catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
                 bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
-                transactional_id=f"{APP_ID}-route-{config.worker.instance_id}", metrics=metrics,
+                transactional_prefix=f"{APP_ID}-route", metrics=metrics,
                 audit_key=audit_key(key), canonical_ids=state["schema_ids"],
                 batch_max_records=config.worker.batch_max_records,
                 batch_max_wait_ms=config.worker.batch_max_wait_ms)
@@ -270,7 +270,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     async def readiness() -> dict[str, bool]:
         stage = state.get("validate")
         checks = {
-            "broker": stage is not None and await broker_reachable(stage.producer.client),
+            "broker": stage is not None and await broker_reachable(stage.client),
             "registry": await registry.ping(),
             "validate_stage": stage is not None,
             # 0 while the assigned partitions' state (the dedup window) is being restored

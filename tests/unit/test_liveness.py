@@ -53,7 +53,7 @@ class FakeConsumer:
 
 
 def stage_with(consumer: FakeConsumer) -> TransactionalStage:
-    stage = TransactionalStage(topics=["t"], bootstrap_servers="127.0.0.1:1", group_id="g", transactional_id="x",
+    stage = TransactionalStage(topics=["t"], bootstrap_servers="127.0.0.1:1", group_id="g", transactional_prefix="x",
                                metrics=HubMetrics(), output_topics=[])
     stage.consumer = consumer  # type: ignore[assignment]
     stage._stopping.set()  # no real wait between retries in a unit test
@@ -61,16 +61,15 @@ def stage_with(consumer: FakeConsumer) -> TransactionalStage:
 
 
 def test_a_failed_batch_is_counted_rewound_to_the_committed_offsets_and_not_lost():
-    kept, revoked = TopicPartition("t", 0), TopicPartition("t", 1)
+    kept, revoked = TopicPartition("t", 0), TopicPartition("u", 0)
     consumer = FakeConsumer({kept}, {kept: 7, revoked: 3})
 
     async def go() -> TransactionalStage:
         stage = stage_with(consumer)  # aiokafka clients are made inside a running loop
         stage._stopping.clear()
-        task = asyncio.ensure_future(stage._failed(RegistryError("down"), {kept: [object()], revoked: [object()]}))
-        await asyncio.sleep(0.05)
-        stage._stopping.set()  # ends the backoff sleep
-        await task
+        task = SimpleNamespace(writer=SimpleNamespace(discard=lambda: None), broken=False, partition=0)
+        delay = await stage._failed(RegistryError("down"), {kept: [object()]}, task)  # type: ignore[arg-type]
+        assert delay == 1.0  # waited out by the loop, with no transaction open
         return stage
 
     stage = asyncio.run(go())
