@@ -226,9 +226,12 @@ class TransactionalStage:
         """One task's records in one transaction with their outputs and offsets; returns how long to
         back off (0 when it committed)."""
         async with self._txn_lock:  # a revocation waits for this transaction to end
-            task = self._tasks.get(partition)
-            if task is None or any(tp not in self.consumer.assignment() for tp in batches):
+            if any(tp not in self.consumer.assignment() for tp in batches):
                 return 0.0  # revoked meanwhile: the new owner reads these from the committed offsets
+            task = self._tasks.get(partition)
+            if task is None:  # not claimed (the stage is stopping): read these again, never skip them
+                await self._rewind(self._task_partitions(partition))
+                return 1.0
             if task.broken:
                 # Only a producer that has fenced its predecessors may write, and only from offsets read
                 # after that fencing: renew, rewind, and let these records be fetched again.
