@@ -18,25 +18,29 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 SESSION_TIMEOUT_S = 10
 
 
-@pytest.mark.parametrize("moment, freeze_s", [(0.15, 15), (0.5, 25), (0.8, 35)],
-                         ids=["early-15s", "mid-25s", "late-35s"])
-def test_zombie_frozen_past_its_session_timeout_is_fenced(scenario, moment, freeze_s):
+@pytest.mark.parametrize("moment, freeze_s, pace_s", [(0.15, 15, 20), (0.8, 35, 20), (0.4, 20, 0)],
+                         ids=["early-15s", "late-35s", "mid-batch-20s"])
+def test_zombie_frozen_past_its_session_timeout_is_fenced(scenario, moment, freeze_s, pace_s):
     """3 workers; one is frozen (SIGSTOP) with the stream flowing, its partitions go to the others, then it
-    is woken (SIGCONT) with the batch it had in flight: that batch must never commit."""
+    is woken (SIGCONT) with the batch it had in flight: that batch must never commit.
+
+    With `pace_s` 0 the whole stream is produced at once, so the workers chew through a backlog in large
+    batches (thousands of records each) and the freeze lands inside one."""
     stream = scenario.stream()
     total = len(stream.envelopes)
     workers = [scenario.worker(ready=False) for _ in range(3)]
     for worker in workers:
         worker.wait_ready()
     zombie = workers[scenario.rng.randrange(3)]
-    with scenario.feeder(stream, duration_s=20) as feeder:
+    with scenario.feeder(stream, duration_s=pace_s) as feeder:
         produced = feeder.wait_produced(int(moment * total))
         zombie.process.send_signal(signal.SIGSTOP)
         scenario.note(f"SIGSTOP pid {zombie.pid} at {produced}/{total} produced, for {freeze_s} s")
         time.sleep(freeze_s)
         zombie.process.send_signal(signal.SIGCONT)
         scenario.note(f"SIGCONT pid {zombie.pid}")
-    scenario.finish(stream, f"3 workers, one frozen {freeze_s} s at {moment:.0%} then woken")
+    label = "in a backlog" if pace_s == 0 else f"at {moment:.0%}"
+    scenario.finish(stream, f"3 workers, one frozen {freeze_s} s {label} then woken")
     assert all(w.alive for w in workers), "a worker exited"
 
 
