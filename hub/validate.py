@@ -145,7 +145,7 @@ class ValidateStage(TransactionalStage):
         # Counted locally and added to the metrics once a batch committed: a labelled inc() per
         # event costs more than the rest of the bookkeeping.
         self._counts: Counter[tuple[str, str, str]] = Counter()
-        self._failed = Invalid(None, UNKNOWN, [])  # why _output() refused the record it was last given
+        self._refused = Invalid(None, UNKNOWN, [])  # why _output() refused the record it was last given
 
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         now = datetime.now(timezone.utc)
@@ -174,7 +174,7 @@ class ValidateStage(TransactionalStage):
                     append(topic, key, value, None, headers)
                     counts[(source, entity, VALID)] += 1
                     continue
-                result = self._failed
+                result = self._refused
                 headers = dlq.dead_letter_headers(
                     result.problems, stage=STAGE, topic=tp.topic, partition=tp.partition,
                     offset=message.offset, event_id=result.event_id, original=message.headers or (),
@@ -188,12 +188,12 @@ class ValidateStage(TransactionalStage):
     def _output(self, message: Any, source: str, now: datetime, prefix: str
                 ) -> tuple[str, bytes, bytes | None, list[tuple[str, bytes]], str, str] | None:
         """The canonical record (topic, key, value, headers, entity, event_id) of a valid event; None for a dead letter,
-        whose Invalid is left in `self._failed`. Never raises: whatever a record holds, it ends somewhere."""
+        whose Invalid is left in `self._refused`. Never raises: whatever a record holds, it ends somewhere."""
         entity = UNKNOWN
         try:
             result = self.validator.validate(message.value, topic_source=source, now=now, kafka_key=message.key)
             if isinstance(result, Invalid):
-                self._failed = result
+                self._refused = result
                 return None
             envelope = result.envelope
             entity = envelope.entity
@@ -202,11 +202,11 @@ class ValidateStage(TransactionalStage):
                 try:
                     value = result.entity.encode(self.schema_ids[entity], result.record)
                 except Exception as exc:  # a value the checks let through but fastavro refuses
-                    self._failed = Invalid(envelope.event_id, entity, [Problem(
+                    self._refused = Invalid(envelope.event_id, entity, [Problem(
                         "data", "schema.encode_failed", f"the record does not encode as Avro: {type(exc).__name__}: {exc}")])
                     return None
                 if len(value) > dlq.MAX_RECORD_BYTES:
-                    self._failed = Invalid(envelope.event_id, entity, [Problem(
+                    self._refused = Invalid(envelope.event_id, entity, [Problem(
                         "data", "schema.record_too_large",
                         f"the canonical record has {len(value)} bytes; at most {dlq.MAX_RECORD_BYTES}")])
                     return None
@@ -214,7 +214,7 @@ class ValidateStage(TransactionalStage):
                     envelope.event_id)
         except Exception as exc:  # a bug of ours must not stop the partition either
             log.exception("validate failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-            self._failed = Invalid(None, entity, [Problem("", "hub.internal_error", f"{type(exc).__name__}: {exc}")])
+            self._refused = Invalid(None, entity, [Problem("", "hub.internal_error", f"{type(exc).__name__}: {exc}")])
             return None
 
     def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:

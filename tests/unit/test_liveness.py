@@ -98,3 +98,23 @@ def test_exit_after_ends_a_process_whose_loop_is_blocked():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert "did not stop within" in done.stderr
+
+
+def test_no_stage_attribute_shadows_a_method_of_the_batch_loop():
+    """ValidateStage once kept its last refusal in `self._failed`, hiding the loop's `_failed()`: the first
+    failed batch then crashed the stage instead of being retried."""
+    from hub.dedup import DedupWindow
+    from hub.schemas import Catalogue
+    from hub.validate import ValidateStage, Validator
+
+    async def make() -> ValidateStage:
+        stage = ValidateStage(validator=Validator(Catalogue.load(), {"src"}), schema_ids={}, sources=["src"],
+                              bootstrap_servers="127.0.0.1:1", group_id="g", transactional_prefix="x",
+                              metrics=HubMetrics(), dedup=DedupWindow("changelog"))
+        stage._output(SimpleNamespace(value=b"not json", key=None, topic="ingest.src", partition=0, offset=0),
+                      "src", __import__("datetime").datetime.now(__import__("datetime").timezone.utc), "")
+        return stage
+
+    stage = asyncio.run(make())
+    shadowed = {name for name in vars(stage) if callable(getattr(TransactionalStage, name, None))}
+    assert shadowed == set()
