@@ -112,16 +112,25 @@ async def tail(bootstrap_servers: str, topic: str, *, registry: SchemaRegistry |
 
 async def read_to_end(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
     """Every committed record of a topic, from the beginning up to its end now (no waiting for more)."""
+    return (await read_range(bootstrap_servers, topic, {}))[0]
+
+
+async def read_range(bootstrap_servers: str, topic: str, starts: dict[int, int],
+                     **consumer_options: Any) -> tuple[list[ConsumerRecord], dict[int, int]]:
+    """Committed records of a topic from `starts` (partition → offset; others from 0) up to its end now,
+    in offset order per partition, and the offset reached in each partition."""
     partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed")
+                                isolation_level="read_committed", **consumer_options)
     await consumer.start()
     records: list[ConsumerRecord] = []
+    positions = dict(starts)
     try:
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        for tp in partitions:
+            consumer.seek(tp, starts.get(tp.partition, 0))
         ends = await consumer.end_offsets(partitions)  # last stable offsets under read_committed
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        remaining = {tp for tp in partitions if ends[tp] > starts.get(tp.partition, 0)}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for messages in batch.values():
@@ -129,9 +138,11 @@ async def read_to_end(bootstrap_servers: str, topic: str) -> list[ConsumerRecord
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
+        for tp in partitions:
+            positions[tp.partition] = await consumer.position(tp)
     finally:
         await consumer.stop()
-    return records
+    return records, positions
 
 
 async def broker_reachable(client: Any, timeout_s: float = 3.0) -> bool:

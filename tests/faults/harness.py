@@ -43,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DescribeGroupsRequest_v2
 from aiokafka.protocol.api import Request
 
+from hub import kafkaio
 from hub.local import LocalStack
 from hub.topics import ensure_topics, partitions_of
 from tests.conftest import PORT_OFFSET, ROOT, WorkerProcess, write_config
@@ -282,35 +283,11 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def _read(bootstrap: str, topic: str, starts: dict[int, int]) -> tuple[list, dict[int, int]]:
-    """Committed records of `topic` from `starts` (partition → offset; missing partitions from 0) up to
-    the end now; returns them (per partition in offset order) and the positions reached."""
-    positions = dict(starts)
-    partitions = await _partitions(bootstrap, topic)
-    if not partitions:
-        return [], positions
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    records: list = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, starts.get(tp.partition, 0))
-        ends = await consumer.end_offsets(tps)  # last stable offsets under read_committed
-        remaining = {tp for tp in tps if ends[tp] > starts.get(tp.partition, 0)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for messages in batch.values():
-                records.extend(messages)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        for tp in tps:
-            positions[tp.partition] = await consumer.position(tp)
-    finally:
-        await consumer.stop()
-    return records, positions
+    """Committed records of `topic` from `starts` up to the end now, and the positions reached (a topic
+    not created yet holds nothing)."""
+    if not await _partitions(bootstrap, topic):
+        return [], dict(starts)
+    return await kafkaio.read_range(bootstrap, topic, starts, max_partition_fetch_bytes=8 * 1024 * 1024)
 
 
 @dataclass
@@ -669,13 +646,14 @@ class Scenario:
         self.feeders.append(feeder)
         return feeder
 
-    def worker(self, instance_id: str | None = None, *, ready: bool = True, bound_s: float = 120.0) -> FaultWorker:
-        """A worker for this scenario's source and subscription; a restarted one passes its predecessor's
-        instance_id (it fences its transactions). `ready=False` returns once the process started."""
+    def worker(self, instance_id: str | None = None, *, ready: bool = True, bound_s: float = 120.0,
+               subscriptions: list[dict] | None = None) -> FaultWorker:
+        """A worker for this scenario's source and its Kafka subscription (or `subscriptions`); `ready=False`
+        returns once the process started."""
         port = next(_ports)
         config = write_config(self.tmp_path / f"hub-{port}.yaml", self.stack, [self.source], web_port=port,
                               instance_id=instance_id or f"flt-{uuid.uuid4().hex[:8]}",
-                              subscriptions=subscription(self.sub_id))
+                              subscriptions=subscriptions or subscription(self.sub_id))
         worker = FaultWorker(config, self.tmp_path / f"worker-{port}.log")
         self.workers.append(worker)
         worker.spawn()

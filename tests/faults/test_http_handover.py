@@ -18,15 +18,13 @@ import re
 import signal
 import socket
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from tests.conftest import PORT_OFFSET, write_config
-from tests.faults import harness
+from tests.conftest import PORT_OFFSET
 from tests.faults.harness import (Feeder, FaultWorker, Scenario, Stream, Tally, events_count, say, wait_accounted)
 from tests.faults.poison import log_excerpt, read_all, text_header
 from tests.faults.report import ScenarioResult, record
@@ -55,18 +53,7 @@ def http_subscription(sub_id: str, url: str) -> list[dict]:
 
 def http_worker(scenario: Scenario, url: str, *, ready: bool = True) -> FaultWorker:
     """`Scenario.worker()` with the HTTP subscription instead of the Kafka one (same ports, same cleanup)."""
-    port = next(harness._ports)
-    config = write_config(scenario.tmp_path / f"hub-{port}.yaml", scenario.stack, [scenario.source], web_port=port,
-                          instance_id=f"flt-{uuid.uuid4().hex[:8]}",
-                          subscriptions=http_subscription(scenario.sub_id, url))
-    worker = FaultWorker(config, scenario.tmp_path / f"worker-{port}.log")
-    scenario.workers.append(worker)  # Scenario.close() stops it by pid
-    worker.spawn()
-    say(f"worker pid {worker.pid} started ({worker.config.worker.instance_id}, port {port}, HTTP delivery)")
-    if ready:
-        worker.wait_ready(BOUND_S)
-        say(f"worker pid {worker.pid} ready")
-    return worker
+    return scenario.worker(ready=ready, bound_s=BOUND_S, subscriptions=http_subscription(scenario.sub_id, url))
 
 
 def metric(worker: FaultWorker, name: str, labels: dict[str, str]) -> float | None:
