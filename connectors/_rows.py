@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from sqlalchemy.engine import Engine
 
 from connectors.base import ConnectorConfig
-from hub.schemas import Catalogue, EntitySchema, normalize_text
+from hub.contract.schemas import Catalogue, EntitySchema, normalize_text
 
 ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

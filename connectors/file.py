@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, event_id_for, make_envelope, register
-from hub.schemas import Catalogue, EntitySchema, normalize_text
+from hub.contract.schemas import Catalogue, EntitySchema, normalize_text
 
 log = logging.getLogger(__name__)
 

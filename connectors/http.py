@@ -16,9 +16,9 @@ from aiohttp import web
 from pydantic import Field
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, register
-from hub.envelope import Problem, check_envelope, read_json
-from hub.schemas import Catalogue
-from hub.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from hub.contract.envelope import Problem, check_envelope, read_json
+from hub.contract.schemas import Catalogue
+from hub.contract.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
 __all__ = ["HEADER_SIGNATURE", "HEADER_TIMESTAMP", "HttpConnector", "HttpConnectorConfig", "sign"]
 

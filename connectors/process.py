@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from connectors.rest import serve
 from connectors.runtime import ConnectService
-from hub.config import HubConfig
+from hub.core.config import HubConfig
 
 
 async def _main(config: HubConfig, echo: Callable[[str], None]) -> None:

@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecord
-from hub.config import ConfigError, HubConfig, format_errors
-from hub.kafkaio import read_to_end
-from hub.metrics import HubMetrics
-from hub.topics import ensure_topics, ingest_topic
+from hub.core.config import ConfigError, HubConfig, format_errors
+from hub.kafka.io import read_to_end
+from hub.core.metrics import HubMetrics
+from hub.contract.topics import ensure_topics, ingest_topic
 
 log = logging.getLogger(__name__)
 # Where each kind lives; imported on first use so a hub without spreadsheets never loads openpyxl.

@@ -1,3 +1,5 @@
-"""EduHub: the event-driven integration hub of the Hải Phòng education sector."""
+"""EduHub: the event-driven integration hub of the Hải Phòng education sector (module map: docs/architecture.md)."""
 
-__version__ = "0.1.0"
+from hub.core import __version__
+
+__all__ = ["__version__"]

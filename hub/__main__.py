@@ -1,5 +1,5 @@
 """`python -m hub` runs the eduhub command line."""
 
-from hub.cli import main
+from hub.ops.cli import main
 
 main()

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from hub.config import HubConfig, LocalConfig, load_config
-from hub.local import LocalStack
+from hub.core.config import HubConfig, LocalConfig, load_config
+from hub.demo.local import LocalStack
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hub.schemas import Catalogue
-from hub.validate import Invalid, Validator
+from hub.contract.schemas import Catalogue
+from hub.stages.validate import Invalid, Validator
 
 _VALIDATOR = Validator(Catalogue.load())
 

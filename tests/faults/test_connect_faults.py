@@ -18,7 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from hub.bench import classes_table
+from hub.ops.bench import classes_table
 from tests.conftest import PORT_OFFSET
 from tests.faults.poison import log_excerpt, read_all, text_header
 from tests.faults.report import ScenarioResult, record

@@ -15,8 +15,8 @@ import fastavro
 import httpx
 import pytest
 
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue, decode_body, split_wire
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import Catalogue, decode_body, split_wire
 from tests.faults.poison import (
     INGEST_POISON,
     INGEST_VALID_ODDITIES,
@@ -62,7 +62,7 @@ def _original_kept(letter: Any, raw: Raw) -> bool:
 def _offline_verdicts(cases, raws: list[Raw], source: str) -> dict[str, str]:
     """What the product's validator says of each case in this process (to explain a stall or a crash)."""
     try:
-        from hub.validate import Valid, Validator
+        from hub.stages.validate import Valid, Validator
 
         validator = Validator(CATALOGUE)
     except Exception as exc:  # noqa: BLE001 — diagnostics only

@@ -12,7 +12,7 @@ import pytest
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, event_id_for, make_envelope
 from connectors.rest import serve
 from connectors.runtime import ConnectService
-from hub.config import HubConfig
+from hub.core.config import HubConfig
 from tests.kafka_helpers import read_to_end
 
 pytestmark = pytest.mark.integration

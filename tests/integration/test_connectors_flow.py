@@ -24,9 +24,9 @@ import yaml
 
 from connectors.http import sign
 from connectors.runtime import ConnectService
-from connectors.simulate import SchoolManagementDatabase, SchoolSpreadsheets, file_connector_config, smas_connector_configs
-from hub.bench import classes_table
-from hub.config import HubConfig
+from hub.demo.simulators import SchoolManagementDatabase, SchoolSpreadsheets, file_connector_config, smas_connector_configs
+from hub.ops.bench import classes_table
+from hub.core.config import HubConfig
 from tests.kafka_helpers import header, read_to_end, wait_until
 from tests.pg import postgres_server
 

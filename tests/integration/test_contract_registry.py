@@ -19,9 +19,9 @@ import avro.schema
 import httpx
 import pytest
 
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue, to_json
-from hub.validate import Valid, Validator
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import Catalogue, to_json
+from hub.stages.validate import Valid, Validator
 from tests.kafka_helpers import encode, header, produce_raw, read_to_end, wait_until
 from tests.unit.test_contract import examples
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from hub.demo import Child  # a child process stopped by its own pid, as `make run` runs its parts
-from hub.signing import signed_headers
+from hub.demo.run import Child  # a child process stopped by its own pid, as `make run` runs its parts
+from hub.contract.signing import signed_headers
 from tests.conftest import IN_CI, ROOT, WorkerProcess, write_config
 from tests.kafka_helpers import encode, produce_raw, wait_until
 from tests.receiver import Receiver

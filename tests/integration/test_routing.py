@@ -17,7 +17,7 @@ import avro.schema
 import httpx
 import pytest
 
-from hub.schemas import Catalogue, to_json
+from hub.contract.schemas import Catalogue, to_json
 from tests.kafka_helpers import encode, header, produce_raw, read_to_end, wait_until
 from tests.unit.test_contract import examples
 
@@ -114,7 +114,7 @@ def test_routing_matrix_and_audit(local_stack, start_worker, unique_source, monk
 
 
 def Validator_record(envelope: dict) -> dict:
-    from hub.validate import Validator
+    from hub.stages.validate import Validator
 
     return Validator(CATALOGUE).validate(json.dumps(envelope, ensure_ascii=False).encode()).record
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.config import LocalConfig
-from hub.local import LocalStack
+from hub.core.config import LocalConfig
+from hub.demo.local import LocalStack
 from tests.kafka_helpers import encode, header, produce_raw, read_topic, registration_envelope, wait_until
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from hub.audit import audit_key, audit_record, person_ref, who_received
-from hub.config import ConfigError, HubConfig
-from hub.worker import create_app, master_key
+from hub.routing.audit import audit_key, audit_record, person_ref, who_received
+from hub.core.config import ConfigError, HubConfig
+from hub.runtime.worker import create_app, master_key
 
 KEY = audit_key(b"unit-test-master-key-0123456789")
 

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from hub.config import ENV_OVERRIDES, load_config
+from hub.core.config import ENV_OVERRIDES, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

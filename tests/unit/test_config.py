@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.config import ConfigError, load_config
+from hub.core.config import ConfigError, load_config
 
 
 def write(tmp_path, text):

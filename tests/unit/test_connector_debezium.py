@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from connectors.base import KINDS, event_id_for
 from connectors.debezium import DebeziumConnector, DebeziumConnectorConfig, to_envelope
-from hub.schemas import Catalogue
+from hub.contract.schemas import Catalogue
 from tests.hub_check import hub_problems  # noqa: E402
 
 CATALOGUE = Catalogue.load()
@@ -196,7 +196,7 @@ def test_what_is_not_a_change():
 # --- end to end on the real broker -------------------------------------------------------------
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from hub.topics import ensure_topics
+    from hub.contract.topics import ensure_topics
 
     await ensure_topics(bootstrap, [(topic, partitions)], 1)
 

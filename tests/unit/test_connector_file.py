@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from connectors.base import KINDS, event_id_for
 from connectors.file import DONE_KEEP, FileConnector, FileConnectorConfig
-from hub.schemas import Catalogue
+from hub.contract.schemas import Catalogue
 from tests.hub_check import hub_problems  # noqa: E402
 
 CATALOGUE = Catalogue.load()
@@ -381,7 +381,7 @@ def test_a_file_overwritten_before_commit_is_read_again_not_moved(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
 def test_the_simulated_school_exports_are_read_as_the_simulator_means(tmp_path, fmt):
-    from connectors.simulate import SPREADSHEET_BAD_KINDS, SchoolSpreadsheets, file_connector_config
+    from hub.demo.simulators import SPREADSHEET_BAD_KINDS, SchoolSpreadsheets, file_connector_config
 
     sheets = SchoolSpreadsheets(tmp_path / "inbox", seed=7)
     path = (sheets.write_scores_csv if fmt == "csv" else sheets.write_scores_xlsx)(40, bad_rows=4)

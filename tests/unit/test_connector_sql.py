@@ -21,11 +21,11 @@ if str(ROOT) not in sys.path:  # run from any directory, installed or not
 
 from connectors._rows import rfc3339, to_json  # noqa: E402
 from connectors.base import KINDS, event_id_for  # noqa: E402
-from connectors.simulate import person_id  # noqa: E402
+from hub.demo.simulators import person_id  # noqa: E402
 from connectors.sql import SqlConnector, SqlConnectorConfig  # noqa: E402
-from hub.rules import geography  # noqa: E402
-from hub.schemas import Catalogue  # noqa: E402
-from hub.validate import Valid, Validator  # noqa: E402
+from hub.contract.rules import geography  # noqa: E402
+from hub.contract.schemas import Catalogue  # noqa: E402
+from hub.stages.validate import Valid, Validator  # noqa: E402
 from tests.pg import postgres_server  # noqa: E402
 
 SOURCE = "smas"

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hub.cli import app
-from hub.docs import asyncapi, readme
-from hub.schemas import SCHEMA_DIR, Catalogue, dumps
-from hub.validate import Invalid, Valid, Validator, report
+from hub.ops.cli import app
+from hub.contract.docs import asyncapi, readme
+from hub.contract.schemas import SCHEMA_DIR, Catalogue, dumps
+from hub.stages.validate import Invalid, Valid, Validator, report
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "entities.jsonl"

@@ -6,7 +6,7 @@ import time
 
 from aiokafka import TopicPartition
 
-from hub.dedup import CHUNK, DedupWindow, changelog_configs
+from hub.stages.dedup import CHUNK, DedupWindow, changelog_configs
 
 TP = TopicPartition("ingest.smas", 2)
 

@@ -16,13 +16,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, RequestTimedOutError
 from aiokafka.structs import ConsumerRecord
 
-from hub.delivery import MAX_RESPONSE_BYTES, CircuitBreaker, DeliveryGroup, HttpDeliverer, backoff_s
-from hub.metrics import HubMetrics
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue, encode_wire
-from hub.signing import sign
-from hub.subscriptions import SubscriptionConfig, SubscriptionPolicy
-from hub.topics import ROUTE_DLQ_TOPIC
+from hub.stages.delivery import MAX_RESPONSE_BYTES, CircuitBreaker, DeliveryGroup, HttpDeliverer, backoff_s
+from hub.core.metrics import HubMetrics
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import Catalogue, encode_wire
+from hub.contract.signing import sign
+from hub.routing.subscriptions import SubscriptionConfig, SubscriptionPolicy
+from hub.contract.topics import ROUTE_DLQ_TOPIC
 
 
 class Clock:
@@ -94,7 +94,7 @@ def test_the_body_carries_the_event_identity_and_the_projected_record_and_is_sig
 
 
 def test_offsets_commit_only_up_to_the_oldest_unfinished_record():
-    from hub.delivery import OffsetTracker
+    from hub.stages.delivery import OffsetTracker
 
     tracker = OffsetTracker()
     for offset in (10, 11, 12, 13):
@@ -360,7 +360,7 @@ def test_a_body_that_cannot_be_built_and_a_crash_in_a_drain_are_dead_lettered_an
         await run_until_committed(deliverer, 5)
         return deliverer, accepted
 
-    with caplog.at_level("WARNING", logger="hub.delivery"):
+    with caplog.at_level("WARNING", logger="hub.stages.delivery"):
         deliverer, accepted = asyncio.run(scenario())
     assert sorted(b["event_id"] for b in accepted) == ["after", "fine"]
     letters = deliverer.producer.letters()

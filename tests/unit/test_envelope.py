@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hub.envelope import check_envelope, read_json
+from hub.contract.envelope import check_envelope, read_json
 from tests.kafka_helpers import registration_envelope
 
 ENTITIES = frozenset({"exam.registration"})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.evolution import compare
+from hub.contract.evolution import compare
 
 ROOT = Path(__file__).resolve().parents[2]
 

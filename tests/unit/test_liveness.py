@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from hub.metrics import HubMetrics
-from hub.stage import TransactionalStage, backoff_s, error_label
-from hub.registry import RegistryError
-from hub.worker import stages_turning
+from hub.core.metrics import HubMetrics
+from hub.kafka.stage import TransactionalStage, backoff_s, error_label
+from hub.contract.registry import RegistryError
+from hub.runtime.worker import stages_turning
 
 
 def test_a_stage_whose_loop_stopped_turning_is_reported_stalled():
@@ -91,7 +91,7 @@ def test_partitions_count_as_assigned_only_once_their_state_is_restored():
 def test_exit_after_ends_a_process_whose_loop_is_blocked():
     code = textwrap.dedent("""
         import time
-        from hub.worker import exit_after
+        from hub.runtime.worker import exit_after
         exit_after(0.5)
         time.sleep(60)  # a loop that never yields: only the timer thread can end it
     """)
@@ -103,9 +103,9 @@ def test_exit_after_ends_a_process_whose_loop_is_blocked():
 def test_no_stage_attribute_shadows_a_method_of_the_batch_loop():
     """ValidateStage once kept its last refusal in `self._failed`, hiding the loop's `_failed()`: the first
     failed batch then crashed the stage instead of being retried."""
-    from hub.dedup import DedupWindow
-    from hub.schemas import Catalogue
-    from hub.validate import ValidateStage, Validator
+    from hub.stages.dedup import DedupWindow
+    from hub.contract.schemas import Catalogue
+    from hub.stages.validate import ValidateStage, Validator
 
     async def make() -> ValidateStage:
         stage = ValidateStage(validator=Validator(Catalogue.load(), {"src"}), schema_ids={}, sources=["src"],

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from prometheus_client import Histogram
 
-from hub.config import HubConfig
-from hub.docs import metrics_markdown
-from hub.metrics import HubMetrics
-from hub.status import StatusSampler
+from hub.core.config import HubConfig
+from hub.contract.docs import metrics_markdown
+from hub.core.metrics import HubMetrics
+from hub.runtime.status import StatusSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = {"source", "entity", "subscriber", "stage", "rule", "group", "topic", "partition", "connector", "operation",

@@ -324,7 +324,7 @@ def test_promql_expressions_cover_every_target_and_alert_with_no_variable_left()
 def test_catalogue_names_and_labels_are_what_the_hub_defines():
     # One way only: the hub may export more than the dashboards read, but every catalogued series
     # must exist with exactly these labels, or the panels reading it go blank.
-    from hub.metrics import HubMetrics
+    from hub.core.metrics import HubMetrics
 
     suffix = {"counter": "_total", "info": "_info"}
     defined = {}

@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from hub.produce import partition_for
+from hub.kafka.writer import partition_for
 
 
 def test_partition_for_agrees_with_aiokafkas_java_compatible_partitioner():

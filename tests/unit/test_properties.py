@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from hub import dlq
-from hub.schemas import Catalogue, EntitySchema, split_wire
-from hub.validate import Invalid, Valid, Validator
+from hub.contract import dlq
+from hub.contract.schemas import Catalogue, EntitySchema, split_wire
+from hub.stages.validate import Invalid, Valid, Validator
 
 # Hypothesis warns when it prints a long input; the inputs here are long on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

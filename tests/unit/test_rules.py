@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from hub import rules
-from hub.rules import RULES, RuleContext, apply_rules
+from hub.contract import rules
+from hub.contract.rules import RULES, RuleContext, apply_rules
 
 # Fixed "today" so the teacher's age rule does not depend on the machine's clock.
 CTX = RuleContext(today=date(2026, 3, 1))

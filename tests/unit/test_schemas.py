@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 import fastavro
 import pytest
 
-from hub.schemas import Catalogue, normalize_text, split_wire, to_json
+from hub.contract.schemas import Catalogue, normalize_text, split_wire, to_json
 from tests.kafka_helpers import registration_envelope
 
 

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from any directory, installed or not
     sys.path.insert(0, str(ROOT))
 
-from connectors import simulate  # noqa: E402
-from connectors.simulate import (  # noqa: E402
+from hub.demo import simulators as simulate  # noqa: E402
+from hub.demo.simulators import (  # noqa: E402
     BAD_KINDS,
     HAIPHONG_SCHOOLS,
     ExamRegistrationSimulator,

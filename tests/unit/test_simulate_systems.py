@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from any directory, installed or not
     sys.path.insert(0, str(ROOT))
 
-from connectors.simulate import (  # noqa: E402
+from hub.demo.simulators import (  # noqa: E402
     HAIPHONG_SCHOOLS,
     SMAS_BAD_KINDS,
     SMAS_TABLES,
@@ -48,8 +48,8 @@ from connectors.simulate import (  # noqa: E402
     outbox_connector_config,
     smas_connector_configs,
 )
-from hub.schemas import Catalogue  # noqa: E402
-from hub.validate import Invalid, Valid, Validator  # noqa: E402
+from hub.contract.schemas import Catalogue  # noqa: E402
+from hub.stages.validate import Invalid, Valid, Validator  # noqa: E402
 
 VN = timezone(timedelta(hours=7))
 CATALOGUE = Catalogue.load()
@@ -196,7 +196,7 @@ def test_tables_compile_for_postgresql() -> None:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateTable
 
-    from connectors.simulate import outbox_metadata, smas_metadata
+    from hub.demo.simulators import outbox_metadata, smas_metadata
 
     for metadata in (smas_metadata(), outbox_metadata()):
         for table in metadata.sorted_tables:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).resolve().parents[2] / "hub" / "static" / "status.html"
+PAGE = Path(__file__).resolve().parents[2] / "hub" / "runtime" / "static" / "status.html"
 IDS = ["lang-toggle", "hub-ingest-rate", "hub-delivered-rate", "hub-dlq-total", "hub-lag",
        "updated-at", "error-banner", "title"]
 STATES = ["RUNNING", "PAUSED", "STOPPED", "RETRYING", "FAILED", "UNASSIGNED"]

@@ -12,9 +12,9 @@ import avro.schema
 import fastavro
 import pytest
 
-from hub.config import ConfigError
-from hub.schemas import Catalogue, dumps
-from hub.subscriptions import (
+from hub.core.config import ConfigError
+from hub.contract.schemas import Catalogue, dumps
+from hub.routing.subscriptions import (
     DEMO_SUBSCRIPTIONS,
     SubscriptionConfig,
     SubscriptionError,
@@ -24,7 +24,7 @@ from hub.subscriptions import (
     mask_name,
     mask_string,
 )
-from hub.validate import Valid, Validator
+from hub.stages.validate import Valid, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"0123456789abcdef-master-key"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from hub import dlq
-from hub.schemas import Catalogue
-from hub.validate import Invalid, Valid, Validator
+from hub.contract import dlq
+from hub.contract.schemas import Catalogue
+from hub.stages.validate import Invalid, Valid, Validator
 from tests.kafka_helpers import encode, registration_envelope
 
 NOW = datetime.now(timezone.utc)

@@ -11,7 +11,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from hub import __version__
+from hub.core import __version__
 
 # `*_created` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()

@@ -21,9 +21,9 @@ from string import Template
 
 import httpx
 
-from hub.config import LocalConfig
+from hub.core.config import LocalConfig
 
-DEPLOY_DIR = Path(os.environ.get("EDUHUB_DEPLOY_DIR", Path(__file__).resolve().parent.parent / "deploy"))
+DEPLOY_DIR = Path(os.environ.get("EDUHUB_DEPLOY_DIR", Path(__file__).resolve().parents[2] / "deploy"))
 KAFKA_POM = DEPLOY_DIR / "kafka" / "pom.xml"
 REGISTRY_POM = DEPLOY_DIR / "registry" / "pom.xml"
 START_TIMEOUT_S = 180.0

@@ -92,9 +92,9 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hub.config import ConfigError, check_id, format_errors
-from hub.envelope import parse_timestamp
-from hub.schemas import Catalogue, EntitySchema, to_json
+from hub.core.config import ConfigError, check_id, format_errors
+from hub.contract.envelope import parse_timestamp
+from hub.contract.schemas import Catalogue, EntitySchema, to_json
 
 PiiPolicy = Literal["keep", "drop", "mask", "pseudonymise"]
 ENTITY_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")

@@ -14,11 +14,11 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.producer.transaction_manager import TransactionState
 
-from hub.config import ConfigError
-from hub.metrics import HubMetrics
-from hub.produce import BatchWriter
-from hub.registry import RegistryError
-from hub.topics import partitions_of
+from hub.core.config import ConfigError
+from hub.core.metrics import HubMetrics
+from hub.kafka.writer import BatchWriter
+from hub.contract.registry import RegistryError
+from hub.contract.topics import partitions_of
 
 log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 1.0

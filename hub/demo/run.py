@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from hub.config import HubConfig
-from hub.envelope import parse_timestamp
-from hub.local import LocalStack
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue, to_json
-from hub.topics import partitions_of
+from hub.core.config import HubConfig
+from hub.contract.envelope import parse_timestamp
+from hub.demo.local import LocalStack
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import Catalogue, to_json
+from hub.contract.topics import partitions_of
 
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"
@@ -108,7 +108,7 @@ async def subscribe(bootstrap: str, registry_url: str, topics: list[str], stop: 
 
 async def drive_systems(config: HubConfig, secret: bytes, stop: asyncio.Event, rate: float) -> None:
     """Make the seed systems change: school records, exam registrations, applications, spreadsheets."""
-    from connectors.simulate import (AdmissionPortal, ExamRegistrationOutbox, SchoolManagementDatabase,
+    from hub.demo.simulators import (AdmissionPortal, ExamRegistrationOutbox, SchoolManagementDatabase,
                                      SchoolSpreadsheets)
 
     smas = SchoolManagementDatabase(f"sqlite:///{DEMO_DIR / 'smas.db'}")
@@ -143,7 +143,7 @@ async def serve_webhooks(subscribers: dict[str, bytes], port: int, stop: asyncio
     """The HTTP subscribers' side: checks each POST's signature and prints what arrived."""
     from aiohttp import web
 
-    from hub.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+    from hub.contract.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 
     async def hook(request: web.Request) -> web.Response:
         subscriber = request.match_info["subscriber"]
@@ -213,7 +213,7 @@ def http_subscribers(config: HubConfig) -> dict[str, tuple[str, str]]:
 
 def prepare_systems() -> None:
     """Create the demo databases and folders on first run, with a seeded cohort of a few schools."""
-    from connectors.simulate import ExamRegistrationOutbox, SchoolManagementDatabase
+    from hub.demo.simulators import ExamRegistrationOutbox, SchoolManagementDatabase
 
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     (DEMO_DIR / "sheets" / "inbox").mkdir(parents=True, exist_ok=True)

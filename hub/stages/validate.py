@@ -10,14 +10,14 @@ from typing import Any, Callable
 
 from aiokafka import TopicPartition
 
-from hub import dlq
-from hub.dedup import DedupWindow
-from hub.envelope import Envelope, Problem, check_envelope, event_id_of, read_json, text_problems
-from hub.metrics import HubMetrics
-from hub.rules import RuleContext, apply_rules
-from hub.schemas import Catalogue, EntitySchema
-from hub.stage import TransactionalStage
-from hub.topics import dlq_topic, ingest_topic, source_of_ingest_topic
+from hub.contract import dlq
+from hub.stages.dedup import DedupWindow
+from hub.contract.envelope import Envelope, Problem, check_envelope, event_id_of, read_json, text_problems
+from hub.core.metrics import HubMetrics
+from hub.contract.rules import RuleContext, apply_rules
+from hub.contract.schemas import Catalogue, EntitySchema
+from hub.kafka.stage import TransactionalStage
+from hub.contract.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 
 STAGE = "validate"
 UNKNOWN = "unknown"

@@ -11,11 +11,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from hub import dlq
-from hub.envelope import header_value
-from hub.kafkaio import read_to_end
-from hub.topics import ensure_topics, ingest_topic
-from hub.validate import Valid, Validator
+from hub.contract import dlq
+from hub.contract.envelope import header_value
+from hub.kafka.io import read_to_end
+from hub.contract.topics import ensure_topics, ingest_topic
+from hub.stages.validate import Valid, Validator
 
 DLQ_PREFIX = "hub.dlq."
 SUBSCRIBER_PREFIX = DLQ_PREFIX + "sub."

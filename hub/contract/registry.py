@@ -9,8 +9,8 @@ from typing import Any
 import fastavro
 import httpx
 
-from hub.envelope import Problem
-from hub.schemas import decode_body, split_wire
+from hub.contract.envelope import Problem
+from hub.contract.schemas import decode_body, split_wire
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 COMPATIBILITY = "BACKWARD_TRANSITIVE"

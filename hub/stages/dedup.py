@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from hub.produce import BatchWriter
+from hub.kafka.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 7 * 24 * 3600

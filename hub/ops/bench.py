@@ -14,15 +14,15 @@ from typing import Any
 import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connectors.simulate import ExamRegistrationSimulator
-from hub.config import HubConfig, SourceConfig
-from hub.dedup import DedupWindow, changelog_configs
-from hub.metrics import HubMetrics
-from hub.registry import SchemaRegistry
-from hub.schemas import Catalogue
-from hub.topics import ensure_topics, ingest_topic
-from hub.validate import ValidateStage, Validator
-from hub.worker import prepare_schemas
+from hub.demo.simulators import ExamRegistrationSimulator
+from hub.core.config import HubConfig, SourceConfig
+from hub.stages.dedup import DedupWindow, changelog_configs
+from hub.core.metrics import HubMetrics
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import Catalogue
+from hub.contract.topics import ensure_topics, ingest_topic
+from hub.stages.validate import ValidateStage, Validator
+from hub.runtime.worker import prepare_schemas
 
 ENTITY = "exam.registration"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hub import __version__
-from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, HEADER_TRACE_ID
-from hub.schemas import Catalogue, EntitySchema
+from hub.core import __version__
+from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, HEADER_TRACE_ID
+from hub.contract.schemas import Catalogue, EntitySchema
 
 HEADERS = {
     HEADER_EVENT_ID: "UUID of the change event; the same event re-sent carries the same id (dedupe on it).",
@@ -141,7 +141,7 @@ names, codes and rules: the data dictionary (`shared/domain/DATA_DICTIONARY.md`)
 
 
 def readme(catalogue: Catalogue) -> str:
-    from hub import rules
+    from hub.contract import rules
 
     lines = [README_HEAD, "## Record headers", "", "| header | meaning |", "|---|---|"]
     lines += [f"| `{name}` | {text} |" for name, text in HEADERS.items()]
@@ -221,7 +221,7 @@ def metrics_markdown() -> str:
     """docs/metrics.md: every metric the hub defines, generated from `HubMetrics` itself."""
     from prometheus_client import Counter, Gauge, Histogram, Info
 
-    from hub.metrics import HubMetrics
+    from hub.core.metrics import HubMetrics
 
     kinds = ((Counter, "counter", "_total"), (Histogram, "histogram", "_bucket, _sum, _count"),
              (Gauge, "gauge", ""), (Info, "info", "_info"))

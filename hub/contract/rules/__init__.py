@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Callable
 
-from hub.envelope import Problem
+from hub.contract.envelope import Problem
 
 # Decisions where the data dictionary is silent, one per item; schemas/README.md lists them.
 DECISIONS: tuple[str, ...] = (

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from hub import __version__
-from hub.config import HubConfig
-from hub.metrics import HubMetrics
-from hub.topics import ingest_topic
+from hub.core import __version__
+from hub.core.config import HubConfig
+from hub.core.metrics import HubMetrics
+from hub.contract.topics import ingest_topic
 
 WINDOW_S = 30.0  # rates are averaged over this long: steady enough to read, recent enough to matter
 

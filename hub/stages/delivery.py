@@ -17,18 +17,18 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from hub import dlq
-from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
-from hub.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
+from hub.contract import dlq
+from hub.routing.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
+from hub.contract.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
                           parse_timestamp)
-from hub.metrics import HubMetrics
-from hub.registry import RecordError, RegistryError, SchemaRegistry, is_transient
-from hub.schemas import to_json
-from hub.signing import signed_headers
-from hub.stage import backoff_s as retry_backoff_s
-from hub.stage import export_lag
-from hub.subscriptions import HttpDelivery, SubscriptionPolicy
-from hub.topics import ROUTE_DLQ_TOPIC, subscriber_dlq_topic
+from hub.core.metrics import HubMetrics
+from hub.contract.registry import RecordError, RegistryError, SchemaRegistry, is_transient
+from hub.contract.schemas import to_json
+from hub.contract.signing import signed_headers
+from hub.kafka.stage import backoff_s as retry_backoff_s
+from hub.kafka.stage import export_lag
+from hub.routing.subscriptions import HttpDelivery, SubscriptionPolicy
+from hub.contract.topics import ROUTE_DLQ_TOPIC, subscriber_dlq_topic
 
 STAGE = "deliver"
 REJECTED = "delivery.rejected"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from hub.envelope import Problem
+from hub.contract.envelope import Problem
 
 # Modelled on Kafka Connect's `__connect.errors.*` headers: the original bytes stay untouched in
 # the value; everything the hub knows about the failure travels in headers.

@@ -10,9 +10,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from hub.registry import SchemaRegistry
-from hub.schemas import MAGIC, to_json
-from hub.topics import ensure_topics, ingest_topic, partitions_of
+from hub.contract.registry import SchemaRegistry
+from hub.contract.schemas import MAGIC, to_json
+from hub.contract.topics import ensure_topics, ingest_topic, partitions_of
 
 
 def envelope_key(line: bytes) -> bytes | None:

@@ -12,15 +12,15 @@ from typing import Any
 import fastavro
 from aiokafka import TopicPartition
 
-from hub import dlq
-from hub.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
-from hub.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
-from hub.metrics import HubMetrics
-from hub.registry import RecordError, SchemaRegistry
-from hub.schemas import Catalogue, EntitySchema, encode_wire
-from hub.stage import TransactionalStage
-from hub.subscriptions import SubscriptionPolicy
-from hub.topics import ROUTE_DLQ_TOPIC
+from hub.contract import dlq
+from hub.routing.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
+from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
+from hub.core.metrics import HubMetrics
+from hub.contract.registry import RecordError, SchemaRegistry
+from hub.contract.schemas import Catalogue, EntitySchema, encode_wire
+from hub.kafka.stage import TransactionalStage
+from hub.routing.subscriptions import SubscriptionPolicy
+from hub.contract.topics import ROUTE_DLQ_TOPIC
 
 STAGE = "route"
 SUBSCRIBER_HEADER = "eduhub.subscriber"

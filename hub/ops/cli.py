@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from hub.config import ConfigError, HubConfig, load_config
+from hub.core.config import ConfigError, HubConfig, load_config
 
 if TYPE_CHECKING:  # only for annotations: the commands import what they use lazily, to start fast
     from datetime import datetime
 
-    from hub.replay import Filters
+    from hub.ops.replay import Filters
 
 app = typer.Typer(help="EduHub: the Hải Phòng education sector's integration hub.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -79,7 +79,7 @@ def main_options(
 @local_app.command("up")
 def local_up() -> None:
     """Start the local broker and registry (resolving jars with Maven the first time)."""
-    from hub.local import LocalError, LocalStack
+    from hub.demo.local import LocalError, LocalStack
 
     try:
         LocalStack(_config().local).up(echo=typer.echo)
@@ -90,7 +90,7 @@ def local_up() -> None:
 @local_app.command("down")
 def local_down() -> None:
     """Stop exactly the local processes `up` started (by recorded pid)."""
-    from hub.local import LocalStack
+    from hub.demo.local import LocalStack
 
     if not LocalStack(_config().local).down(echo=typer.echo):
         typer.echo("nothing was running")
@@ -99,7 +99,7 @@ def local_down() -> None:
 @local_app.command("status")
 def local_status() -> None:
     """Show the local processes: pid, address, log, running or not."""
-    from hub.local import LocalStack
+    from hub.demo.local import LocalStack
 
     status = LocalStack(_config().local).status()
     if not status:
@@ -114,7 +114,7 @@ def local_status() -> None:
 @app.command()
 def worker(loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error.")) -> None:
     """Run a hub worker in the foreground: validate ingest.* into edu.* or the DLQ; serve /metrics."""
-    from hub.worker import run_worker
+    from hub.runtime.worker import run_worker
 
     config = _config()
     if not config.sources:
@@ -131,8 +131,8 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="One JSON result per line (the public shape)."),
 ) -> None:
     """Validate envelopes offline (no broker, no registry); exit 0 all valid, 1 any invalid, 2 usage error."""
-    from hub.schemas import Catalogue, dumps
-    from hub.validate import Validator, report
+    from hub.contract.schemas import Catalogue, dumps
+    from hub.stages.validate import Validator, report
 
     config = _config()
     validator = Validator(Catalogue.load(), sources=None, council_code=config.exam.council_code)
@@ -168,7 +168,7 @@ def simulate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ) -> None:
     """Write realistic exam registration envelopes (JSONL) as the exam registration system sends them."""
-    from connectors.simulate import ExamRegistrationSimulator
+    from hub.demo.simulators import ExamRegistrationSimulator
 
     simulator = ExamRegistrationSimulator(seed=seed, bad_ratio=bad_ratio)
     out = output.open("w", encoding="utf-8") if output else sys.stdout
@@ -186,7 +186,7 @@ def ingest(
     source: str = typer.Option(..., "--source", "-s", help="Source system id: publishes to ingest.<source>."),
 ) -> None:
     """Publish envelopes from a JSONL file to ingest.<source> (idempotent producer, keyed by entity key)."""
-    from hub.kafkaio import publish_envelopes
+    from hub.kafka.io import publish_envelopes
 
     config = _config()
     if source not in config.source_ids:
@@ -212,8 +212,8 @@ def tail_cmd(
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Exit after this many seconds of silence."),
 ) -> None:
     """Print a topic's records decoded (Avro via the registry, JSON otherwise), one per line."""
-    from hub.kafkaio import tail
-    from hub.registry import SchemaRegistry
+    from hub.kafka.io import tail
+    from hub.contract.registry import SchemaRegistry
 
     config = _config()
 
@@ -234,8 +234,8 @@ def tail_cmd(
 @app.command()
 def run(rate: float = typer.Option(5.0, min=0.1, max=10_000, help="Demo registrations published per second.")) -> None:
     """The main job on the embedded default: local Kafka + registry, a worker, a demo producer and subscriber."""
-    from hub.demo import run_demo
-    from hub.local import LocalError
+    from hub.demo.run import run_demo
+    from hub.demo.local import LocalError
 
     config = _config()
     path = _state["config"] or (Path("hub.yaml") if Path("hub.yaml").is_file() else None)
@@ -256,7 +256,7 @@ def bench_stage(
     bad_ratio: float = typer.Option(0.05, "--bad-ratio", min=0.0, max=1.0, help="Share of invalid envelopes."),
 ) -> None:
     """The validate stage against a plain aiokafka loop on the same input (writes bench-* topics)."""
-    from hub.bench import run_bench
+    from hub.ops.bench import run_bench
 
     config = _config()
     figures = asyncio.run(run_bench(config, events, bad_ratio, typer.echo))
@@ -275,14 +275,14 @@ def bench_sql(
     batch_size: int = typer.Option(5000, "--batch-size", min=1, help="Rows a poll reads."),
 ) -> None:
     """Rows/s the `sql` connector publishes from a database (creates and drops a bench_* table)."""
-    from hub.bench import run_sql_bench
+    from hub.ops.bench import run_sql_bench
 
     figure = asyncio.run(run_sql_bench(_config(), url, rows, batch_size, typer.echo))
     typer.echo(f"{figure.name}: {figure.events} rows in {figure.seconds:.2f} s = {figure.rate:,.0f} rows/s")
 
 
 def _registry(config: HubConfig):
-    from hub.registry import SchemaRegistry
+    from hub.contract.registry import SchemaRegistry
 
     password = config.registry.password.get_secret_value() if config.registry.password else None
     return SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
@@ -295,9 +295,9 @@ def schemas_check(
     git: bool = typer.Option(True, "--git/--no-git", help="Compare with every committed version in git."),
 ) -> None:
     """Fail (exit 1) if a schema in the working tree cannot read data written with an earlier version."""
-    from hub.evolution import check_against_git, check_against_registry
-    from hub.registry import RegistryError
-    from hub.schemas import Catalogue
+    from hub.contract.evolution import check_against_git, check_against_registry
+    from hub.contract.registry import RegistryError
+    from hub.contract.schemas import Catalogue
 
     catalogue = Catalogue.load()
     found = check_against_git(catalogue) if git else []
@@ -321,9 +321,9 @@ def schemas_check(
 @schemas_app.command("publish")
 def schemas_publish() -> None:
     """Register every schema under its TopicNameStrategy subject (BACKWARD_TRANSITIVE)."""
-    from hub.evolution import publish
-    from hub.registry import RegistryError
-    from hub.schemas import Catalogue
+    from hub.contract.evolution import publish
+    from hub.contract.registry import RegistryError
+    from hub.contract.schemas import Catalogue
 
     async def go():
         async with _registry(_config()) as client:
@@ -340,8 +340,8 @@ def schemas_publish() -> None:
 @docs_app.command("readme")
 def docs_readme(write: bool = typer.Option(False, "--write", help="Write schemas/README.md instead of printing.")) -> None:
     """The data dictionary for app teams, generated from the schemas and rules."""
-    from hub.docs import readme
-    from hub.schemas import SCHEMA_DIR, Catalogue
+    from hub.contract.docs import readme
+    from hub.contract.schemas import SCHEMA_DIR, Catalogue
 
     text = readme(Catalogue.load())
     if write:
@@ -356,7 +356,7 @@ def docs_metrics(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
 ) -> None:
     """The metrics catalogue (docs/metrics.md), generated from hub/metrics.py."""
-    from hub.docs import metrics_markdown
+    from hub.contract.docs import metrics_markdown
 
     text = metrics_markdown()
     if output:
@@ -373,8 +373,8 @@ def docs_asyncapi(
     """AsyncAPI 3.0 document (YAML) of every canonical topic with its key and value schema."""
     import yaml
 
-    from hub.docs import asyncapi
-    from hub.schemas import Catalogue
+    from hub.contract.docs import asyncapi
+    from hub.contract.schemas import Catalogue
 
     text = yaml.safe_dump(asyncapi(Catalogue.load()), allow_unicode=True, sort_keys=False, width=100)
     if output:
@@ -404,7 +404,7 @@ def connect() -> None:
 def _connect_api(method: str, path: str, body: dict | None = None) -> dict:
     import httpx
 
-    from hub.status import connect_url
+    from hub.runtime.status import connect_url
 
     url = connect_url(_config()) + path
     try:
@@ -486,9 +486,9 @@ def audit_who_received(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per delivery."),
 ) -> None:
     """Which subscribers received this person's data, and when (Nghị định 13/2023/NĐ-CP)."""
-    from hub.audit import AUDIT_TOPIC, audit_key, who_received
-    from hub.kafkaio import read_to_end
-    from hub.worker import master_key
+    from hub.routing.audit import AUDIT_TOPIC, audit_key, who_received
+    from hub.kafka.io import read_to_end
+    from hub.runtime.worker import master_key
 
     config = _config()
     try:
@@ -523,7 +523,7 @@ def _time(value: Optional[str], option: str) -> Optional["datetime"]:
 
 
 def _filters(source: list[str], rule: Optional[str], since: Optional[str], until: Optional[str]) -> "Filters":
-    from hub.replay import Filters
+    from hub.ops.replay import Filters
 
     return Filters(sources=source, rule=rule, since=_time(since, "--since"), until=_time(until, "--until"))
 
@@ -540,7 +540,7 @@ def dlq_list(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: Op
              until: Optional[str] = _UNTIL,
              as_json: bool = typer.Option(False, "--json", help="One JSON object per dead letter.")) -> None:
     """Dead letters, oldest first, with the rule that sent each there."""
-    from hub.replay import dead_letters
+    from hub.ops.replay import dead_letters
 
     config = _config()
     letters = asyncio.run(dead_letters(config.kafka.bootstrap_servers, _filters(source, rule, since, until)))
@@ -556,7 +556,7 @@ def dlq_list(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: Op
 @dlq_app.command("show")
 def dlq_show(ref: str = typer.Argument(..., help="topic:partition:offset (as `dlq list` prints it) or an event_id.")) -> None:
     """One dead letter in full: every reason, the original headers and value."""
-    from hub.replay import find
+    from hub.ops.replay import find
 
     config = _config()
     letter = asyncio.run(find(config.kafka.bootstrap_servers, ref))
@@ -571,9 +571,9 @@ def dlq_replay(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: 
                dry_run: bool = typer.Option(False, "--dry-run", help="Re-validate and report; send nothing."),
                force: bool = typer.Option(False, "--force", help="Replay letters replayed before too.")) -> None:
     """Re-validate matching dead letters and send those that now pass back through the hub (once each)."""
-    from hub.replay import dead_letters, replay
-    from hub.schemas import Catalogue
-    from hub.validate import Validator
+    from hub.ops.replay import dead_letters, replay
+    from hub.contract.schemas import Catalogue
+    from hub.stages.validate import Validator
 
     config = _config()
     bootstrap = config.kafka.bootstrap_servers

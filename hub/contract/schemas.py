@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import fastavro
 
-from hub.envelope import Problem, parse_timestamp
-from hub.topics import canonical_topic
+from hub.contract.envelope import Problem, parse_timestamp
+from hub.contract.topics import canonical_topic
 
 # The repository's schemas/ folder; an installed hub (the container image) sets EDUHUB_SCHEMA_DIR.
-SCHEMA_DIR = Path(os.environ.get("EDUHUB_SCHEMA_DIR", Path(__file__).resolve().parent.parent / "schemas"))
+SCHEMA_DIR = Path(os.environ.get("EDUHUB_SCHEMA_DIR", Path(__file__).resolve().parents[2] / "schemas"))
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 

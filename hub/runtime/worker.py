@@ -15,20 +15,20 @@ from typing import Any, Protocol
 import faust
 from mode import Service
 
-from hub import web
-from hub.audit import AUDIT_TOPIC, audit_key
-from hub.config import ConfigError, HubConfig
-from hub.dedup import DedupWindow, changelog_configs, changelog_topic
-from hub.delivery import DeliveryGroup, HttpDeliverer
-from hub.kafkaio import broker_reachable
-from hub.metrics import HubMetrics
-from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
-from hub.route import RouteStage
-from hub.schemas import Catalogue
-from hub.stage import backoff_s, error_label
-from hub.status import StatusSampler, connect_url, connector_states
-from hub.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
-from hub.topics import (
+from hub.runtime import web
+from hub.routing.audit import AUDIT_TOPIC, audit_key
+from hub.core.config import ConfigError, HubConfig
+from hub.stages.dedup import DedupWindow, changelog_configs, changelog_topic
+from hub.stages.delivery import DeliveryGroup, HttpDeliverer
+from hub.kafka.io import broker_reachable
+from hub.core.metrics import HubMetrics
+from hub.contract.registry import COMPATIBILITY, RegistryError, SchemaRegistry
+from hub.stages.route import RouteStage
+from hub.contract.schemas import Catalogue
+from hub.kafka.stage import backoff_s, error_label
+from hub.runtime.status import StatusSampler, connect_url, connector_states
+from hub.routing.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
+from hub.contract.topics import (
     ROUTE_DLQ_TOPIC,
     dlq_topic,
     ensure_topics,
@@ -36,7 +36,7 @@ from hub.topics import (
     partitions_of,
     subscriber_dlq_topic,
 )
-from hub.validate import ValidateStage, Validator
+from hub.stages.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from hub.registry import COMPATIBILITY, RegistryError, SchemaRegistry
-from hub.schemas import Catalogue
+from hub.contract.registry import COMPATIBILITY, RegistryError, SchemaRegistry
+from hub.contract.schemas import Catalogue
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Operator tools: the eduhub CLI, DLQ replay and bench."""

@@ -1,0 +1,1 @@
+"""Who may see what: subscription config, filters, projection, masking, pseudonyms, audit records."""

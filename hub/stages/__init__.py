@@ -1,0 +1,1 @@
+"""The stream stages: validate, dedup, route and HTTP delivery."""
