@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, event_id_for, make_envelope, register
 from connectors.file import assemble, check_field_names, entity_schema, field_specs, key_of, local_iso, number_text
-from hub.contract.topics import partitions_of
+from hub.kafka.admin import partitions_of
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.runtime import ConnectService
-from hub.kafka.io import broker_reachable
+from hub.kafka.admin import broker_reachable
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

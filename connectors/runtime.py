@@ -19,7 +19,8 @@ from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecor
 from hub.core.config import ConfigError, HubConfig, format_errors
 from hub.kafka.io import read_to_end
 from hub.core.metrics import HubMetrics
-from hub.contract.topics import ensure_topics, ingest_topic
+from hub.contract.topics import ingest_topic
+from hub.kafka.admin import ensure_topics
 
 log = logging.getLogger(__name__)
 # Where each kind lives; imported on first use so a hub without spreadsheets never loads openpyxl.

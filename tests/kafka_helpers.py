@@ -11,7 +11,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.kafka import io as kafkaio
-from hub.contract.topics import partitions_of
+from hub.kafka.admin import partitions_of
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:

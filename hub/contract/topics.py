@@ -1,96 +1,50 @@
-"""Topic names of the flow, and creating the topics a stage needs before it runs."""
+"""Every topic name of the flow: part of the public contract (DATA_DICTIONARY.md, docs/architecture.md)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Iterable
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-log = logging.getLogger(__name__)
-TOPIC_ALREADY_EXISTS = 36
+INGEST_PREFIX = "ingest."
+CANONICAL_PREFIX = "edu."
+SUBSCRIBER_PREFIX = "sub."
+DLQ_PREFIX = "hub.dlq."
+# Dead letters of HTTP subscribers: hub.dlq.sub.<id>.
+SUBSCRIBER_DLQ_PREFIX = DLQ_PREFIX + "sub."
+# Records the route stage or HTTP delivery cannot decode, project or encode (headers as in a source's DLQ).
+# The source id "route" is reserved (hub/core/config.py) so that no source's DLQ is ever this topic.
+ROUTE_DLQ_TOPIC = DLQ_PREFIX + "route"
+# Compacted: one record per dead letter ever replayed, so a second replay skips it.
+REPLAYS_TOPIC = DLQ_PREFIX + "replays"
+# Who received what, when (keys and values: pseudonymous references only).
+AUDIT_TOPIC = "hub.audit"
+# Compacted: the connectors' source offsets (the default of connect.offsets_topic in hub.yaml).
+CONNECT_OFFSETS_TOPIC = "hub.connect.offsets"
 
 
 def ingest_topic(source: str) -> str:
-    return f"ingest.{source}"
+    return f"{INGEST_PREFIX}{source}"
 
 
 def source_of_ingest_topic(topic: str) -> str:
-    return topic.removeprefix("ingest.")
+    return topic.removeprefix(INGEST_PREFIX)
 
 
 def canonical_topic(entity: str) -> str:
-    return f"edu.{entity}"
+    return f"{CANONICAL_PREFIX}{entity}"
+
+
+def subscriber_topic(subscriber: str, entity: str) -> str:
+    """Where a Kafka subscriber reads an entity: sub.<id>.<domain>.<entity>."""
+    return f"{SUBSCRIBER_PREFIX}{subscriber}.{entity}"
 
 
 def dlq_topic(source: str) -> str:
-    return f"hub.dlq.{source}"
-
-
-# Records the route stage or HTTP delivery cannot decode, project or encode (headers as in a source's DLQ).
-# The source id "route" is reserved (hub/config.py) so that no source's DLQ is ever this topic.
-ROUTE_DLQ_TOPIC = "hub.dlq.route"
+    return f"{DLQ_PREFIX}{source}"
 
 
 def subscriber_dlq_topic(subscriber: str) -> str:
     """Dead letters of an HTTP subscriber (ids have no dots, so this never names a source's DLQ)."""
-    return f"hub.dlq.sub.{subscriber}"
+    return f"{SUBSCRIBER_DLQ_PREFIX}{subscriber}"
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int,
-                        configs: dict[str, str] | None = None) -> list[str]:
-    """Create the (name, partitions) topics that do not exist yet; returns the names created.
-
-    `configs` are topic configs for the new topics, e.g. {"cleanup.policy": "compact"}.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [NewTopic(name, partitions, replication_factor, topic_configs=configs or {})
-                  for name, partitions in topics if name not in existing]
-        if not wanted:
-            return []
-        response = await admin.create_topics(wanted)
-        created = []
-        for name, code, *rest in response.topic_errors:
-            if code == 0:
-                created.append(name)
-            elif code != TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
-                message = rest[0] if rest else ""
-                raise RuntimeError(f"could not create topic {name}: error {code} {message}")
-        await _wait_for_leaders(admin, [t.name for t in wanted])
-        log.info("created topics %s", ", ".join(created))
-        return created
-    finally:
-        await admin.close()
-
-
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], bound_s: float = 30.0) -> None:
-    """Wait until every partition of new topics has a leader. A consumer that subscribes earlier
-    can be assigned only the partitions it saw, and not notice the rest until its next metadata
-    refresh, minutes later."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound_s
-    while True:
-        described = await admin.describe_topics(topics)
-        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 and p["error_code"] == 0
-                                                                 for p in t["partitions"]) for t in described):
-            return
-        if loop.time() > deadline:
-            raise RuntimeError(f"new topics have partitions without a leader after {bound_s:.0f} s: {topics}")
-        await asyncio.sleep(0.2)
-
-
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
-    """The partition numbers of a topic; LookupError when it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if not described or described[0]["error_code"] != 0:
-        raise LookupError(f"topic {topic} does not exist")
-    return sorted(p["partition"] for p in described[0]["partitions"])
+def changelog_topic(group_id: str) -> str:
+    """The dedup window's changelog of a worker group."""
+    return f"{group_id}-dedup-changelog"

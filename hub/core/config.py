@@ -166,6 +166,7 @@ class ExamConfig(_Section):
 class ConnectConfig(_Section):
     host: str = Field("127.0.0.1", description="address the connector runtime's REST API binds")
     port: int = Field(8083, ge=1, le=65535, description="port of the connector runtime's REST API (as Kafka Connect)")
+    # The literal is hub.contract.topics.CONNECT_OFFSETS_TOPIC (core imports nothing of ours; a unit test checks they agree).
     offsets_topic: str = Field("hub.connect.offsets", description="compacted topic holding connectors' source offsets")
 
 

@@ -23,7 +23,7 @@ from hub.contract.envelope import parse_timestamp
 from hub.demo.local import LocalStack
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import Catalogue, to_json
-from hub.contract.topics import partitions_of
+from hub.kafka.admin import partitions_of
 
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import MAGIC, to_json
-from hub.contract.topics import ensure_topics, ingest_topic, partitions_of
+from hub.contract.topics import ingest_topic
+from hub.kafka.admin import ensure_topics, partitions_of
 
 
 def envelope_key(line: bytes) -> bytes | None:
@@ -143,12 +142,3 @@ async def read_range(bootstrap_servers: str, topic: str, starts: dict[int, int],
     finally:
         await consumer.stop()
     return records, positions
-
-
-async def broker_reachable(client: Any, timeout_s: float = 3.0) -> bool:
-    """True when a Kafka client of ours gets a metadata answer from the cluster in time."""
-    try:
-        await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
-    except (KafkaError, OSError, asyncio.TimeoutError):
-        return False
-    return True

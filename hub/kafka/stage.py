@@ -18,7 +18,7 @@ from hub.core.config import ConfigError
 from hub.core.metrics import HubMetrics
 from hub.kafka.writer import BatchWriter
 from hub.contract.registry import RegistryError
-from hub.contract.topics import partitions_of
+from hub.kafka.admin import partitions_of
 
 log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 1.0

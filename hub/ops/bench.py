@@ -20,7 +20,8 @@ from hub.stages.dedup import DedupWindow, changelog_configs
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import Catalogue
-from hub.contract.topics import ensure_topics, ingest_topic
+from hub.contract.topics import dlq_topic, ingest_topic
+from hub.kafka.admin import ensure_topics
 from hub.stages.validate import ValidateStage, Validator
 from hub.runtime.worker import prepare_schemas
 
@@ -126,7 +127,7 @@ async def run_bench(config: HubConfig, count: int, bad_ratio: float, echo: Calla
     entity = catalogue[ENTITY]
     partitions = config.kafka.ingest_partitions
     outputs = [(prefix + e.topic, partitions) for e in catalogue.entities.values()]  # the stage writes to all
-    await ensure_topics(bootstrap, [(topic, partitions), *outputs, (prefix + f"hub.dlq.{source}", partitions),
+    await ensure_topics(bootstrap, [(topic, partitions), *outputs, (prefix + dlq_topic(source), partitions),
                                     (f"{topic}.plain-out", partitions)], config.kafka.replication_factor)
     password = config.registry.password.get_secret_value() if config.registry.password else None
     async with SchemaRegistry(config.registry.url, username=config.registry.username, password=password) as registry:

@@ -486,7 +486,8 @@ def audit_who_received(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per delivery."),
 ) -> None:
     """Which subscribers received this person's data, and when (Nghị định 13/2023/NĐ-CP)."""
-    from hub.routing.audit import AUDIT_TOPIC, audit_key, who_received
+    from hub.contract.topics import AUDIT_TOPIC
+    from hub.routing.audit import audit_key, who_received
     from hub.kafka.io import read_to_end
     from hub.runtime.worker import master_key
 

@@ -14,13 +14,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from hub.contract import dlq
 from hub.contract.envelope import header_value
 from hub.kafka.io import read_to_end
-from hub.contract.topics import ensure_topics, ingest_topic
+from hub.contract.topics import DLQ_PREFIX, REPLAYS_TOPIC, SUBSCRIBER_DLQ_PREFIX, ingest_topic
+from hub.kafka.admin import ensure_topics
 from hub.stages.validate import Valid, Validator
 
-DLQ_PREFIX = "hub.dlq."
-SUBSCRIBER_PREFIX = DLQ_PREFIX + "sub."
-# Compacted: one record per dead letter ever replayed, so a second replay skips it.
-REPLAYS_TOPIC = "hub.dlq.replays"
 REPLAY_OF = "eduhub.replay.of"
 
 
@@ -49,7 +46,7 @@ class DeadLetter:
 
     @property
     def subscriber(self) -> str | None:
-        return self.topic.removeprefix(SUBSCRIBER_PREFIX) if self.topic.startswith(SUBSCRIBER_PREFIX) else None
+        return self.topic.removeprefix(SUBSCRIBER_DLQ_PREFIX) if self.topic.startswith(SUBSCRIBER_DLQ_PREFIX) else None
 
     @property
     def rule(self) -> str:

@@ -1,4 +1,4 @@
-"""The audit trail of deliveries (`hub.audit`) and the question it answers: who received this person's data."""
+"""The audit trail of deliveries (topic `hub.audit`) and the question it answers: who received this person's data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hmac
 import json
 from typing import Any
 
-AUDIT_TOPIC = "hub.audit"
+
 # On the internal topic of an HTTP subscriber: the audit references of the record, so the delivery
 # stage can audit the outcome without the canonical record (the projected one may hide the IDs).
 REFS_HEADER = "eduhub.audit.refs"

@@ -95,6 +95,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hub.core.config import ConfigError, check_id, format_errors
 from hub.contract.envelope import parse_timestamp
 from hub.contract.schemas import Catalogue, EntitySchema, to_json
+from hub.contract.topics import subscriber_topic
 
 PiiPolicy = Literal["keep", "drop", "mask", "pseudonymise"]
 ENTITY_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -900,7 +901,7 @@ class SubscriptionPolicy:
                         for n, p in zip(key_fields, parts))
 
     def topic(self, entity: str) -> str:
-        return f"sub.{self.id}.{entity}"
+        return subscriber_topic(self.id, entity)
 
     def __repr__(self) -> str:
         return f"SubscriptionPolicy({self.id!r}, entities={sorted(self.entities)})"

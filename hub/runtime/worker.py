@@ -16,11 +16,13 @@ import faust
 from mode import Service
 
 from hub.runtime import web
-from hub.routing.audit import AUDIT_TOPIC, audit_key
+from hub.contract.topics import AUDIT_TOPIC
+from hub.routing.audit import audit_key
 from hub.core.config import ConfigError, HubConfig
-from hub.stages.dedup import DedupWindow, changelog_configs, changelog_topic
+from hub.contract.topics import changelog_topic
+from hub.stages.dedup import DedupWindow, changelog_configs
 from hub.stages.delivery import DeliveryGroup, HttpDeliverer
-from hub.kafka.io import broker_reachable
+from hub.kafka.admin import broker_reachable
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.stages.route import RouteStage
@@ -28,14 +30,8 @@ from hub.contract.schemas import Catalogue
 from hub.kafka.stage import backoff_s, error_label
 from hub.runtime.status import StatusSampler, connect_url, connector_states
 from hub.routing.subscriptions import HttpDelivery, SubscriptionPolicy, load_subscriptions
-from hub.contract.topics import (
-    ROUTE_DLQ_TOPIC,
-    dlq_topic,
-    ensure_topics,
-    ingest_topic,
-    partitions_of,
-    subscriber_dlq_topic,
-)
+from hub.contract.topics import ROUTE_DLQ_TOPIC, dlq_topic, ingest_topic, subscriber_dlq_topic
+from hub.kafka.admin import ensure_topics, partitions_of
 from hub.stages.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"

@@ -16,10 +16,6 @@ DEFAULT_WINDOW_S = 7 * 24 * 3600
 CHUNK = 4000
 
 
-def changelog_topic(group_id: str) -> str:
-    return f"{group_id}-dedup-changelog"
-
-
 def changelog_configs(window_s: float) -> dict[str, str]:
     # Time retention is the expiry: a record older than the window (plus a day of slack) is of no use.
     return {"cleanup.policy": "delete", "retention.ms": str(int((window_s + 86_400) * 1000))}

@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from hub.contract import dlq
-from hub.routing.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry
+from hub.contract.topics import AUDIT_TOPIC
+from hub.routing.audit import REFS_HEADER, audit_entry
 from hub.contract.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
                           parse_timestamp)
 from hub.core.metrics import HubMetrics

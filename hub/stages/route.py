@@ -13,7 +13,8 @@ import fastavro
 from aiokafka import TopicPartition
 
 from hub.contract import dlq
-from hub.routing.audit import AUDIT_TOPIC, REFS_HEADER, audit_entry, audit_refs
+from hub.contract.topics import AUDIT_TOPIC
+from hub.routing.audit import REFS_HEADER, audit_entry, audit_refs
 from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import RecordError, SchemaRegistry

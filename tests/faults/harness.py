@@ -45,7 +45,7 @@ from aiokafka.protocol.api import Request
 
 from hub.kafka import io as kafkaio
 from hub.demo.local import LocalStack
-from hub.contract.topics import ensure_topics, partitions_of
+from hub.kafka.admin import ensure_topics, partitions_of
 from tests.conftest import PORT_OFFSET, ROOT, WorkerProcess, write_config
 from tests.faults.report import ScenarioResult, record
 from tests.kafka_helpers import encode, header, registration_envelope, wait_until

@@ -196,7 +196,7 @@ def test_what_is_not_a_change():
 # --- end to end on the real broker -------------------------------------------------------------
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from hub.contract.topics import ensure_topics
+    from hub.kafka.admin import ensure_topics
 
     await ensure_topics(bootstrap, [(topic, partitions)], 1)
 
