@@ -32,7 +32,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import Field, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, event_id_for, make_envelope, register
-from connectors.file import assemble, check_field_names, entity_schema, field_specs, key_of, local_iso, number_text
+from connectors.cells import local_iso, number_text
+from connectors.rows import assemble, check_fields, entity_schema, field_specs, key_of
 from hub.kafka.admin import partitions_of
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,8 @@ class DebeziumConnectorConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _fields(self) -> "DebeziumConnectorConfig":
-        check_field_names(self.entity, self.columns, "columns")
-        check_field_names(self.entity, self.json_columns, "json_columns")
+        check_fields(self.entity, self.columns, "columns")
+        check_fields(self.entity, self.json_columns, "json_columns")
         return self
 
 

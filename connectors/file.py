@@ -11,402 +11,41 @@ precise reason (and keeps it in the source's DLQ) instead of the connector guess
 does not fit the header at all carries the explanation in an extra `_row_error` field, which the
 hub reports as an unknown field. Nothing in a file stops the connector.
 
-The helpers `field_specs`, `assemble` and `key_of` are shared with the Debezium connector: they map
-flat source columns (dotted field names build nested records) onto an entity's fields.
+Cells are read and converted in connectors.cells; the header's columns become the entity's fields
+by the row-mapping model every connector shares (connectors.rows: dotted field names build nested
+records).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import fnmatch
-import functools
 import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, event_id_for, make_envelope, register
-from hub.contract.schemas import Catalogue, EntitySchema, normalize_text
+from connectors.cells import VN_TZ, Row, blank, convert_cell, data_rows, header_key, read_table
+from connectors.rows import assemble, check_fields, entity_schema, field_specs, key_of
 
 log = logging.getLogger(__name__)
 
-# Vietnam keeps +07:00 all year (no daylight saving): file times and local spreadsheet times use it.
-VN_TZ = timezone(timedelta(hours=7))
 DONE_KEEP = 1_000  # processed checksums kept in the offset (it is rewritten after every batch)
 HASH_CHUNK = 1 << 20
 ROW_ERROR = "_row_error"  # not a field of any entity: the hub rejects the row and names this field
 FILE_ERROR = "_file_error"
 
 Kind = Literal["int", "decimal", "date", "bool", "json", "string", "timestamp", "list"]
-
-
-# --- mapping flat columns onto an entity's fields (shared with connectors.debezium) -------------
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One field of an entity, by dotted path: how to convert its source value, and its null rules."""
-
-    path: str
-    kind: str  # int, float, decimal, date, timestamp, bool, list, json, string, record
-    nullable: bool
-    has_default: bool
-
-
-@functools.lru_cache(maxsize=1)
-def catalogue() -> Catalogue:
-    return Catalogue.load()
-
-
-def entity_schema(entity: str) -> EntitySchema:
-    entities = catalogue().entities
-    if entity not in entities:
-        raise ValueError(f"unknown entity {entity!r}; one of {', '.join(sorted(entities))}")
-    return entities[entity]
-
-
-_PRIMITIVE_KINDS = {"int": "int", "long": "int", "float": "float", "double": "float", "boolean": "bool",
-                    "string": "string", "bytes": "string", "null": "string"}
-
-
-def _kind_of(schema: Any, named: dict[str, Any]) -> tuple[str, Any]:
-    """(kind, record schema or None) of a non-union Avro type; named types resolve through `named`."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVE_KINDS:
-            return _PRIMITIVE_KINDS[schema], None
-        definition = named.get(schema) or named.get(schema.rsplit(".", 1)[-1])
-        if definition is None:
-            return "string", None
-        return _kind_of(definition, named)
-    if isinstance(schema, list):
-        return "json", None
-    logical = schema.get("logicalType")
-    kind = schema["type"]
-    if "name" in schema and kind in ("record", "enum", "fixed"):
-        named.setdefault(schema["name"], schema)
-        if schema.get("namespace"):
-            named.setdefault(f"{schema['namespace']}.{schema['name']}", schema)
-    if logical == "date":
-        return "date", None
-    if logical in ("timestamp-millis", "timestamp-micros"):
-        return "timestamp", None
-    if logical == "decimal":
-        return "decimal", None
-    if kind == "record":
-        return "record", schema
-    if kind == "enum":
-        return "string", None
-    if kind == "array":
-        items = schema["items"]
-        if isinstance(items, list):
-            return "json", None
-        item_kind, _ = _kind_of(items, named)
-        return ("list" if item_kind == "string" else "json"), None
-    if kind == "map":
-        return "json", None
-    if isinstance(kind, (str, dict)):
-        return _kind_of(kind, named)
-    return "json", None
-
-
-def _walk(fields: list[dict], prefix: str, named: dict[str, Any], out: dict[str, FieldSpec]) -> None:
-    for f in fields:
-        path = prefix + f["name"]
-        ftype = f["type"]
-        nullable = False
-        if isinstance(ftype, list):
-            nullable = "null" in ftype
-            others = [t for t in ftype if t != "null"]
-            if len(others) == 1:
-                ftype = others[0]
-        kind, record = _kind_of(ftype, named)
-        out[path] = FieldSpec(path, kind, nullable, "default" in f)
-        if record is not None:
-            _walk(record.get("fields", []), path + ".", named, out)
-
-
-@functools.lru_cache(maxsize=None)
-def field_specs(entity: str) -> dict[str, FieldSpec]:
-    """Every field of the entity by dotted path, parents (kind "record") before their children.
-
-    >>> specs = field_specs("school.student")
-    >>> specs["address"].kind, specs["address.ward_code"].kind, specs["date_of_birth"].kind
-    ('record', 'string', 'date')
-    """
-    out: dict[str, FieldSpec] = {}
-    _walk(entity_schema(entity).schema["fields"], "", {}, out)
-    return out
-
-
-def check_field_names(entity: str, names: Any, what: str) -> None:
-    """ValueError naming the keys of `names` that are not (dotted) fields of the entity."""
-    specs = field_specs(entity)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise ValueError(f"{what}: {', '.join(map(repr, unknown))} not fields of {entity} "
-                         f"(fields: {', '.join(specs)})")
-
-
-_ABSENT = object()
-
-
-def assemble(entity: str, values: dict[str, Any], *, omit_nulls: bool = False) -> dict[str, Any]:
-    """The entity's data from values by dotted field path (absent paths stay absent).
-
-    A nested record whose present leaves are all null becomes null when the record is nullable and
-    is left out when it has a default. A null in a non-nullable field is left out when the field has
-    a default (the default applies) or with `omit_nulls` (an empty cell: the hub says the field is
-    required); otherwise it stays, and the hub says the field must not be null.
-    """
-    specs = field_specs(entity)
-    data: dict[str, Any] = {}
-    for path, value in values.items():
-        spec = specs.get(path)
-        if spec is None:
-            data[path] = value  # not a field (e.g. the row-error marker): the hub names it
-            continue
-        parts = path.split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
-            continue  # leaves of the record were given too: they win over its own column
-        node[parts[-1]] = value
-    _settle(data, "", specs, omit_nulls)
-    return data
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and all(_empty(v) for v in value.values()))
-
-
-def _settle(node: dict[str, Any], prefix: str, specs: dict[str, FieldSpec], omit_nulls: bool) -> None:
-    for name in list(node):
-        spec = specs.get(prefix + name)
-        if spec is None:
-            continue
-        value = node[name]
-        if spec.kind == "record" and isinstance(value, dict):
-            if value and _empty(value) and (spec.nullable or spec.has_default):
-                if spec.nullable:
-                    node[name] = None
-                else:
-                    del node[name]
-                continue
-            _settle(value, prefix + name + ".", specs, omit_nulls)
-            continue
-        if value is None and not spec.nullable and (spec.has_default or omit_nulls):
-            del node[name]
-
-
-def key_of(entity: str, data: dict[str, Any] | None) -> str:
-    """The entity key from (unconverted) data, as the hub builds it: key fields joined with '|'."""
-    parts = []
-    for name in entity_schema(entity).key_fields:
-        value = (data or {}).get(name)
-        if value is None:
-            parts.append("")
-        elif isinstance(value, str):
-            parts.append(normalize_text(value))
-        else:
-            parts.append(str(value))
-    return "|".join(parts)
-
-
-def local_iso(moment: datetime, tz: Any = VN_TZ) -> str:
-    """RFC 3339 with offset; a naive datetime is wall-clock time in `tz`."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-
-
-# --- converting spreadsheet cells -----------------------------------------------------------------
-
-_DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
-_LOCAL_TIME = re.compile(
-    r"^(?:(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})|(?P<d2>\d{1,2})/(?P<m2>\d{1,2})/(?P<y2>\d{4}))"
-    r"[ T](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?$")
-_INT = re.compile(r"^[+-]?\d+(?:\.0*)?$")
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
-_TRUE = frozenset({"true", "1", "có", "x", "yes", "đúng"})
-_FALSE = frozenset({"false", "0", "không", "no", "sai"})
-
-
-def number_text(value: float | int) -> str:
-    """A spreadsheet number as text: 15 significant digits, as Excel shows it (6.699999999999999 → 6.7)."""
-    if isinstance(value, int):
-        return str(value)
-    if value.is_integer():
-        return str(int(value))
-    return format(Decimal(format(value, ".15g")), "f")
-
-
-def cell_text(value: Any) -> str:
-    """Any cell value as the text a person sees in it."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return number_text(value)
-    if isinstance(value, datetime):
-        if value.time() == datetime.min.time() and value.tzinfo is None:
-            return value.date().isoformat()
-        return local_iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value).strip()
-
-
-def parse_date(text: str) -> str | None:
-    """ISO YYYY-MM-DD, or DD/MM/YYYY as Vietnamese spreadsheets write dates, to ISO; else None."""
-    try:
-        return date.fromisoformat(text).isoformat() if len(text) == 10 else None
-    except ValueError:
-        pass
-    match = _DMY.match(text)
-    if match:
-        day, month, year = map(int, match.groups())
-        try:
-            return date(year, month, day).isoformat()
-        except ValueError:
-            return None
-    return None
-
-
-def _to_int(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    text = cell_text(value)
-    if _INT.match(text):
-        return int(text.split(".")[0])
-    return text
-
-
-def _to_decimal(value: Any) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return number_text(value)
-    text = cell_text(value)
-    if _DECIMAL_COMMA.match(text):  # "8,5": a decimal comma, as Vietnamese Excel writes
-        text = text.replace(",", ".")
-    try:
-        Decimal(text)
-    except InvalidOperation:
-        return text  # the hub says it is not a decimal number
-    return text
-
-
-def _to_date(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    text = cell_text(value)
-    return parse_date(text) or text
-
-
-def _to_timestamp(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return local_iso(value)
-    if isinstance(value, date):
-        return local_iso(datetime(value.year, value.month, value.day))
-    text = cell_text(value)
-    match = _LOCAL_TIME.match(text)
-    if match:  # local time without an offset: Vietnam's
-        g = match.groupdict()
-        try:
-            moment = datetime(int(g["y"] or g["y2"]), int(g["m"] or g["m2"]), int(g["d"] or g["d2"]),
-                              int(g["H"]), int(g["M"]), int(g["S"] or 0))
-        except ValueError:
-            return text
-        return local_iso(moment)
-    return text
-
-
-def _to_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = cell_text(value)
-    folded = unicodedata.normalize("NFC", text).casefold()
-    if folded in _TRUE:
-        return True
-    if folded in _FALSE:
-        return False
-    return text
-
-
-def _to_list(value: Any) -> Any:
-    if isinstance(value, list):
-        return value
-    return [item.strip() for item in cell_text(value).split(";") if item.strip()]
-
-
-def _to_json(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value.strip()
-
-
-def _to_float(value: Any) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = cell_text(value)
-    if _DECIMAL_COMMA.match(text):
-        text = text.replace(",", ".")
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-CONVERTERS = {
-    "int": _to_int,
-    "float": _to_float,
-    "decimal": _to_decimal,
-    "date": _to_date,
-    "timestamp": _to_timestamp,
-    "bool": _to_bool,
-    "list": _to_list,
-    "json": _to_json,
-    "record": _to_json,
-    "string": cell_text,
-}
-
-
-def convert_cell(kind: str, value: Any) -> Any:
-    """A cell converted for a field of `kind`; what does not convert stays as its text. Empty → None."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return CONVERTERS[kind](value)
-
-
-def _header_key(text: Any) -> str:
-    return normalize_text(cell_text(text)).casefold() if text is not None else ""
 
 
 # --- the connector -------------------------------------------------------------------------------
@@ -455,19 +94,12 @@ class FileConnectorConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _fields(self) -> "FileConnectorConfig":
-        check_field_names(self.entity, self.columns, "columns")
-        check_field_names(self.entity, self.types, "types")
-        check_field_names(self.entity, self.values, "values")
+        check_fields(self.entity, self.columns, "columns")
+        check_fields(self.entity, self.types, "types")
+        check_fields(self.entity, self.values, "values")
         if self.done_folder is None:
             self.done_folder = self.folder / "done"
         return self
-
-
-@dataclass
-class _Row:
-    number: int  # spreadsheet row number: the header is row 1
-    cells: list[Any]
-    error: str | None = None
 
 
 @dataclass
@@ -476,7 +108,7 @@ class _OpenFile:
     checksum: str
     occurred_at: str
     columns: dict[str, int]  # field path → cell index, for the fields the header has
-    rows: list[_Row]
+    rows: list[Row]
     position: int = 0
 
 
@@ -486,10 +118,6 @@ def sha256_of(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 @register
@@ -504,7 +132,7 @@ class FileConnector(SourceConnector):
         super().__init__(config)
         self._specs = field_specs(config.entity)
         self._kinds = {path: config.types.get(path, spec.kind) for path, spec in self._specs.items()}
-        self._values = {path: {_header_key(k): v for k, v in mapping.items()}
+        self._values = {path: {header_key(k): v for k, v in mapping.items()}
                         for path, mapping in config.values.items()}
         self._done: list[str] = []  # processed checksums, oldest first; replaced, never mutated
         self._done_set: set[str] = set()
@@ -634,11 +262,11 @@ class FileConnector(SourceConnector):
     def _columns_of(self, header: list[Any]) -> dict[str, int]:
         index: dict[str, int] = {}
         for i, text in enumerate(header):
-            if _header_key(text):
-                index.setdefault(_header_key(text), i)
+            if header_key(text):
+                index.setdefault(header_key(text), i)
         columns = {}
         for path in self._specs:
-            column = index.get(_header_key(self.config.columns.get(path, path)))
+            column = index.get(header_key(self.config.columns.get(path, path)))
             if column is not None:
                 columns[path] = column
         missing = [f"{p} ({self.config.columns[p]!r})" for p in self.config.columns if p not in columns]
@@ -646,48 +274,16 @@ class FileConnector(SourceConnector):
             log.warning("the header has no column for %s", ", ".join(missing))
         return columns
 
-    def _read(self, path: Path) -> tuple[list[Any], list[_Row]]:
+    def _read(self, path: Path) -> tuple[list[Any], list[Row]]:
         """The header and the non-empty data rows; an unreadable file is one row carrying the error."""
         try:
-            if path.suffix.lower() in (".xlsx", ".xlsm"):
-                table = self._read_xlsx(path)
-                strict = False
-            else:
-                table = self._read_csv(path)
-                strict = True
+            table, strict = read_table(path, self.config.csv_encoding, self.config.csv_delimiter)
         except Exception as error:  # noqa: BLE001 - any broken file becomes a dead letter, never a stop
             log.error("cannot read %s: %s", path.name, error)
-            return [], [_Row(0, [], error=f"cannot read {path.name}: {type(error).__name__}: {error}")]
-        if not table:
-            return [], []
-        header, *body = table
-        width = len(header)
-        rows = []
-        for number, cells in enumerate(body, start=2):
-            if all(_blank(c) for c in cells):
-                continue
-            error = None
-            if strict and (len(cells) < width or any(not _blank(c) for c in cells[width:])):
-                error = f"row {number} of {path.name} has {len(cells)} cells, the header has {width}"
-            rows.append(_Row(number, list(cells), error))
-        return header, rows
+            return [], [Row(0, [], error=f"cannot read {path.name}: {type(error).__name__}: {error}")]
+        return data_rows(table, strict, path.name)
 
-    def _read_csv(self, path: Path) -> list[list[str]]:
-        with path.open(encoding=self.config.csv_encoding, newline="") as handle:
-            return list(csv.reader(handle, delimiter=self.config.csv_delimiter))
-
-    def _read_xlsx(self, path: Path) -> list[list[Any]]:
-        import openpyxl
-
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        try:
-            sheet = workbook.worksheets[0]
-            sheet.reset_dimensions()  # some exporters write a wrong sheet size; read what the cells are
-            return [list(row) for row in sheet.iter_rows(values_only=True)]
-        finally:
-            workbook.close()
-
-    def _envelope(self, current: _OpenFile, row: _Row) -> dict[str, Any]:
+    def _envelope(self, current: _OpenFile, row: Row) -> dict[str, Any]:
         config = self.config
         event_id = event_id_for(config.source, current.checksum, row.number)
         if row.number == 0:  # the file itself could not be read
@@ -699,13 +295,13 @@ class FileConnector(SourceConnector):
         return make_envelope(source=config.source, entity=config.entity, op=config.op, key=key,
                              occurred_at=current.occurred_at, data=data, event_id=event_id)
 
-    def _map(self, current: _OpenFile, row: _Row) -> dict[str, Any]:
+    def _map(self, current: _OpenFile, row: Row) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for path, column in current.columns.items():
             cell = row.cells[column] if column < len(row.cells) else None
             mapping = self._values.get(path)
-            if mapping and not _blank(cell):
-                cell = mapping.get(_header_key(cell), cell)
+            if mapping and not blank(cell):
+                cell = mapping.get(header_key(cell), cell)
             values[path] = convert_cell(self._kinds[path], cell)
         if row.error:
             values[ROW_ERROR] = row.error

@@ -11,12 +11,11 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator
 from sqlalchemy.engine import Engine
 
-from connectors._rows import (
+from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
+from connectors.database import (
     DatabaseConfig,
     as_moment,
-    check_entity,
     json_text,
-    key_part,
     offset_value,
     open_engine,
     resolve_column,
@@ -24,7 +23,7 @@ from connectors._rows import (
     sql_table,
     table_lookup,
 )
-from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
+from connectors.rows import check_entity, key_part
 
 # The outbox columns of Debezium's EventRouter; `trace_id` is read when the table has it.
 ID, AGGREGATE_TYPE, AGGREGATE_ID, TYPE, PAYLOAD, TRACE_ID = "id", "aggregatetype", "aggregateid", "type", "payload", \

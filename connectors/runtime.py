@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecord
+from hub.core.backoff import backoff_s, half_jitter
 from hub.core.config import ConfigError, HubConfig, format_errors
 from hub.kafka.io import read_to_end
 from hub.core.metrics import HubMetrics
@@ -187,7 +187,7 @@ class ConnectorRuntime:
 
     async def _run(self) -> None:
         pending: list[SourceRecord] = []
-        backoff = 1.0
+        failures = 0  # failures in a row: the wait doubles from 1 s up to BACKOFF_MAX_S
         while True:
             await self._resume.wait()
             try:
@@ -200,7 +200,7 @@ class ConnectorRuntime:
                 await self.connector.committed(pending)
                 pending = []
                 self._refresh_snapshot()
-                backoff = 1.0
+                failures = 0
                 if self.status.state == "RETRYING":
                     self._set_state("RUNNING")
             except asyncio.CancelledError:
@@ -211,12 +211,13 @@ class ConnectorRuntime:
                 self.status.last_error_at = time.time()
                 self.metrics.connector_errors.labels(*self._labels).inc()
                 self._set_state("RETRYING")
+                failures += 1
+                backoff = backoff_s(failures, 1.0, BACKOFF_MAX_S)
                 log.warning("connector %s: %s; retrying in %.1f s", self.config.name, self.status.last_error, backoff)
                 # A pushed record's sender is waiting: tell it now, it will retry with the same event id.
                 _fail_waiters(pending, exc)
                 pending = [r for r in pending if r.acknowledged is None]
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await asyncio.sleep(half_jitter(backoff))
 
     def _refresh_snapshot(self) -> None:
         progress = self.connector.snapshot_progress()

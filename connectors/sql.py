@@ -10,13 +10,10 @@ import sqlalchemy as sa
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy.engine import Engine
 
-from connectors._rows import (
+from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
+from connectors.database import (
     DatabaseConfig,
-    RowMapper,
     as_moment,
-    catalogue,
-    check_entity,
-    check_fields,
     now_utc,
     offset_value,
     open_engine,
@@ -24,7 +21,8 @@ from connectors._rows import (
     sql_table,
     table_lookup,
 )
-from connectors.base import SourceConnector, SourceRecord, event_id_for, make_envelope, register
+from connectors.rows import catalogue, check_entity, check_fields, key_of
+from connectors.table_rows import RowMapper
 
 
 class SqlConnectorConfig(DatabaseConfig):
@@ -243,7 +241,7 @@ class SqlConnector(SourceConnector):
             else:
                 op = "u"
             data = self._mapper.data(row)
-            key = self._mapper.key_of(data)
+            key = key_of(config.entity, data)
         id_value = offset_value(row_id)
         envelope = make_envelope(
             source=config.source, entity=config.entity, op=op, key=key, occurred_at=occurred_at, data=data,

@@ -59,7 +59,7 @@ def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port:
     document = {
         "kafka": {"bootstrap_servers": stack.bootstrap_servers, "ingest_partitions": 3, "canonical_partitions": 3},
         "registry": {"url": stack.registry_url},
-        "worker": {"instance_id": instance_id, "web_port": web_port, "data_dir": str(path.parent / "worker-data")},
+        "worker": {"instance_id": instance_id, "web_port": web_port},
         "sources": [{"id": s} for s in sources],
         "local": {"state_dir": str(stack.state_dir), **TEST_PORTS},
         "subscriptions": subscriptions or [],

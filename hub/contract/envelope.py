@@ -42,6 +42,11 @@ class Problem:
     rule: str
     message: str
 
+    @classmethod
+    def at(cls, path: str, rule: str, text: str) -> Problem:
+        """A problem whose message names its field first: `{path}: {text}` (path written once)."""
+        return cls(path, rule, f"{path}: {text}")
+
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "rule": self.rule, "message": self.message}
 

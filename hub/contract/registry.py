@@ -19,6 +19,8 @@ COMPATIBILITY = "BACKWARD_TRANSITIVE"
 class RegistryError(Exception):
     """The registry refused a request or could not be reached; the message says which and why."""
 
+    metrics_label = "registry"  # its `error` label in eduhub_stage_errors_total (see hub.core.metrics.error_label)
+
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status, None when the registry was not reached

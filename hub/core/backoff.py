@@ -21,5 +21,8 @@ def half_jitter(delay: float, rand: Callable[[float, float], float] = random.uni
 def backoff_s(failures: int, initial_s: float = 1.0, max_s: float = 30.0, jitter: Jitter | None = None) -> float:
     """The wait after `failures` failures in a row: `initial_s`, doubling each time up to `max_s`,
     then passed through `jitter` when given."""
-    delay = min(max_s, initial_s * 2 ** max(0, failures - 1))
+    # The exponent stops growing once the cap is reached: 2 ** 1024 is too large for a float, and a
+    # retry loop that has failed for hours must still get its delay (not an OverflowError).
+    doublings = min(max(0, failures - 1), 64)
+    delay = min(max_s, initial_s * 2 ** doublings)
     return jitter(delay) if jitter else delay

@@ -96,14 +96,11 @@ class RegistryConfig(_Section):
 class WorkerConfig(_Section):
     instance_id: str = Field(
         default_factory=socket.gethostname,
-        description="name of this worker on the status page and of its local data folder (default: the host "
+        description="name of this worker on the status page (default: the host "
         "name); fencing no longer depends on it: each partition's transactional id is the same on every worker",
     )
     web_host: str = Field("127.0.0.1", description="address the worker's HTTP server binds")
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics, /healthz, /readyz and the status page")
-    data_dir: Path = Field(
-        Path(".eduhub/worker"), description="folder for the worker's local files (Faust's datadir)"
-    )
     batch_max_records: int = Field(
         20_000, ge=1, le=100_000, description="most records the validate stage reads and commits in one transaction"
     )

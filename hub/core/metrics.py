@@ -1,6 +1,9 @@
-"""Metric definitions: every Prometheus metric the hub exports, named `eduhub_*`, labels shared."""
+"""Metric definitions: every Prometheus metric the hub exports, named `eduhub_*`, labels shared; and
+the helpers that fill the shared ones (the error label of a recovered failure, consumer lag)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +15,9 @@ from prometheus_client import (
 )
 
 from hub.core import __version__
+
+if TYPE_CHECKING:
+    from aiokafka import TopicPartition
 
 # `*_created` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()
@@ -108,3 +114,22 @@ class HubMetrics:
         self.registry_errors.labels("register")  # at 0 from the start: "no errors" is data, not a gap
         self.build = Info("eduhub_build", "Version of the running hub.", registry=r)
         self.build.info({"version": __version__})
+
+
+def error_label(exc: BaseException) -> str:
+    """The `error` label of eduhub_stage_errors_total for an exception a stage recovered from: the
+    exception class's `metrics_label` when it has one (RegistryError: "registry"), else its name.
+    (core imports nothing of the hub's, so the label is the exception's to say.)"""
+    return getattr(type(exc), "metrics_label", type(exc).__name__)
+
+
+def export_lag(metrics: HubMetrics, consumer: Any, group_id: str, next_offsets: dict[TopicPartition, int]) -> None:
+    """Lag of every assigned partition whose end the consumer (an AIOKafkaConsumer) has seen in a fetch."""
+    for tp in consumer.assignment():
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            end = consumer.highwater(tp)
+        position = next_offsets.get(tp)
+        if end is None or position is None:
+            continue
+        metrics.consumer_lag.labels(group_id, tp.topic, str(tp.partition)).set(max(0, end - position))

@@ -9,73 +9,24 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
-from aiokafka.producer.transaction_manager import TransactionState
 
+from hub.core.backoff import backoff_s
 from hub.core.config import ConfigError
-from hub.core.metrics import HubMetrics
-from hub.kafka.writer import BatchWriter
-from hub.contract.registry import RegistryError
+from hub.core.metrics import HubMetrics, error_label, export_lag
 from hub.kafka.admin import partitions_of
+from hub.kafka.tasks import CLOSE_TIMEOUT_S, Task, TaskSet
+from hub.kafka.writer import BatchWriter
 
 log = logging.getLogger(__name__)
-BACKOFF_INITIAL_S = 1.0
-BACKOFF_MAX_S = 30.0
 # A restore that has not finished by then is tried again from the start (and counted as failed).
 RESTORE_TIMEOUT_S = 600.0
-# Closing a client must not hold a stopping worker: past this the client is left to the process exit.
-CLOSE_TIMEOUT_S = 10.0
 # A fenced task waits this long before it renews its producer: a zombie (a worker frozen past its
 # session timeout) learns meanwhile from its next heartbeat that its partitions moved, and gives them
 # up instead of fencing their new owner in turn. Above the consumers' 10 s session timeout.
 FENCE_GRACE_S = 15.0
-
-
-def backoff_s(failures: int, initial: float = BACKOFF_INITIAL_S, most: float = BACKOFF_MAX_S) -> float:
-    """Exponential backoff: `initial` after the first failure, doubling up to `most`."""
-    return min(most, initial * 2 ** max(0, failures - 1))
-
-
-def error_label(exc: BaseException) -> str:
-    """The `error` label of eduhub_stage_errors_total for an exception a stage recovered from."""
-    return "registry" if isinstance(exc, RegistryError) else type(exc).__name__
-
-
-class Task:
-    """The transactional producer of one input partition number: the unit of ownership and fencing.
-
-    Partition p of every input topic belongs to task p (the group's range assignor gives all of them to
-    one worker, since the inputs have equal partition counts). Its transactional id is
-    `<prefix>-<inputs digest>-<p>`, the same on every worker of one configuration: whoever is assigned
-    p starts a producer with that id, and
-    Kafka then aborts the previous owner's open transaction and refuses its later commits (a zombie is
-    fenced), as in Kafka Streams' first exactly-once mode.
-    """
-
-    def __init__(self, partition: int, producer_config: dict[str, Any], prefix: str) -> None:
-        self.partition = partition
-        self.transactional_id = f"{prefix}-{partition}"
-        self.producer = AIOKafkaProducer(**producer_config, transactional_id=self.transactional_id)
-        self.writer = BatchWriter(self.producer)
-        self.closed = False
-        self.broken_at: float | None = None  # monotonic time a failure left the producer broken
-
-    @property
-    def broken(self) -> bool:
-        """Fenced, timed out, stuck mid-abort or closed: this producer can commit nothing more."""
-        if self.closed:
-            return True
-        state = getattr(getattr(self.producer, "_txn_manager", None), "state", TransactionState.READY)
-        return state != TransactionState.READY
-
-    async def close(self) -> None:
-        self.closed = True
-        try:
-            await asyncio.wait_for(self.producer.stop(), CLOSE_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 — a broker that is down must not hold a rebalance or a stop
-            log.warning("closing the producer %s: %r", self.transactional_id, exc)
 
 
 class TransactionalStage:
@@ -116,16 +67,18 @@ class TransactionalStage:
         # that guards other partitions.
         digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
         self.transactional_prefix = f"{transactional_prefix}-{digest}"
-        self._producer_config = dict(bootstrap_servers=bootstrap_servers, enable_idempotence=True, linger_ms=5,
-                                     max_batch_size=512 * 1024)
-        self._tasks: dict[int, Task] = {}  # the tasks this worker owns, by partition number
+        producer_config = dict(bootstrap_servers=bootstrap_servers, enable_idempotence=True, linger_ms=5,
+                               max_batch_size=512 * 1024)
+        self._stopping = asyncio.Event()
+        # the tasks this worker owns, by partition number
+        self._tasks = TaskSet(stage=self.stage, producer_config=producer_config, prefix=self.transactional_prefix,
+                              metrics=metrics, stopping=self._stopping)
         self.writer: BatchWriter | None = None  # the writer of the task whose transaction is open
         # Held while a transaction is open: revoking partitions waits for it to commit or abort.
         self._txn_lock = asyncio.Lock()
         self.processed = 0
         self.first_batch_at: float | None = None  # perf_counter() of the first batch read
         self.turned_at = time.monotonic()
-        self._stopping = asyncio.Event()
         # Set while the assigned partitions' state is restored; aiokafka may fetch for new partitions
         # while the rebalance listener still runs, so batches wait on this before being processed.
         self._restored = asyncio.Event()
@@ -166,8 +119,7 @@ class TransactionalStage:
             await asyncio.wait_for(self.consumer.stop(), CLOSE_TIMEOUT_S)
         except Exception as exc:  # a broker that is down must not hold the worker's exit
             log.warning("%s: closing the consumer failed: %r", self.stage, exc)
-        tasks, self._tasks = list(self._tasks.values()), {}
-        await asyncio.gather(*(task.close() for task in tasks))
+        await self._tasks.close_all()
 
     def request_stop(self) -> None:
         """Stop taking partitions and finish the loop (stop() then closes the clients)."""
@@ -239,7 +191,7 @@ class TransactionalStage:
                 if time.monotonic() - (task.broken_at or 0.0) < FENCE_GRACE_S:
                     return 1.0  # maybe a zombie: let the group take the partition away first
                 try:
-                    await self._renew(task)
+                    await self._tasks.renew(task)
                 except Exception as exc:  # noqa: BLE001 — broker unreachable: try again later
                     return await self._failed(exc, {})
                 await self._rewind(self._task_partitions(partition))
@@ -308,52 +260,9 @@ class TransactionalStage:
         except asyncio.TimeoutError:
             pass
 
-    async def _renew(self, task: Task) -> None:
-        """Replace a task's broken producer; starting the new one fences every older one with its id.
-        (A zombie renewing a task it lost fences the owner's transaction in flight, which then aborts
-        and is redone: a delay, never a duplicate, since each writer reads the committed offsets after
-        its own fencing.)"""
-        await task.close()
-        fresh = Task(task.partition, self._producer_config, self.transactional_prefix)
-        try:
-            await fresh.producer.start()
-        except Exception:
-            await fresh.close()
-            raise
-        if self._tasks.get(task.partition) is task:
-            self._tasks[task.partition] = fresh
-        else:
-            await fresh.close()  # revoked meanwhile
-        log.info("%s: new producer for task %s", self.stage, fresh.transactional_id)
-
-    async def _claim(self, partitions: set[TopicPartition]) -> None:
-        """Start the producers of the newly assigned tasks: each start fences the task's previous owner
-        and waits until its open transaction is aborted or committed, so the committed offsets and the
-        changelog read after this are final. Retried with backoff on failure (counted as error=claim)."""
-        failures = 0
-        for partition in sorted({tp.partition for tp in partitions} - set(self._tasks)):
-            while not self._stopping.is_set():
-                task = Task(partition, self._producer_config, self.transactional_prefix)
-                try:
-                    await task.producer.start()
-                    self._tasks[partition] = task
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    await task.close()
-                    failures += 1
-                    self.metrics.stage_errors.labels(self.stage, "claim").inc()
-                    log.error("%s: starting the producer %s failed (%d in a row): %s: %s", self.stage,
-                              task.transactional_id, failures, type(exc).__name__, exc)
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), backoff_s(failures))
-                    except asyncio.TimeoutError:
-                        pass
-
     async def _release(self, partitions: set[TopicPartition]) -> None:
         """Close the producers of tasks no longer assigned (after their transaction ended)."""
-        kept = {tp.partition for tp in self.consumer.assignment() if tp not in partitions}
-        for partition in [p for p in self._tasks if p not in kept]:
-            await self._tasks.pop(partition).close()
+        await self._tasks.release({tp.partition for tp in self.consumer.assignment() if tp not in partitions})
 
     def update_lag(self, every_s: float = 2.0) -> None:
         """Export each assigned partition's lag (at most every `every_s`; it reads only client state)."""
@@ -426,19 +335,6 @@ class TransactionalStage:
                     pass
 
 
-def export_lag(metrics: HubMetrics, consumer: AIOKafkaConsumer, group_id: str,
-               next_offsets: dict[TopicPartition, int]) -> None:
-    """Lag of every assigned partition whose end the consumer has seen in a fetch."""
-    for tp in consumer.assignment():
-        end = consumer.last_stable_offset(tp)
-        if end is None:
-            end = consumer.highwater(tp)
-        position = next_offsets.get(tp)
-        if end is None or position is None:
-            continue
-        metrics.consumer_lag.labels(group_id, tp.topic, str(tp.partition)).set(max(0, end - position))
-
-
 class _Listener(ConsumerRebalanceListener):
     """Forwards the group's rebalances to the stage (aiokafka awaits these before fetching)."""
 
@@ -458,6 +354,6 @@ class _Listener(ConsumerRebalanceListener):
         stage._generation += 1
         if stage.stopping:
             return  # a stopping worker restores nothing and processes nothing; stop() leaves the group
-        await stage._claim(set(assigned))  # fence first: what is read next is the previous owner's last word
+        await stage._tasks.claim(set(assigned))  # fence first: what is read next is the previous owner's last word
         await stage._restore(set(assigned))
         stage._restored.set()

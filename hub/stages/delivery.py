@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -19,142 +17,24 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from hub.contract import dlq
 from hub.contract.topics import AUDIT_TOPIC
-from hub.routing.audit import REFS_HEADER, audit_entry
-from hub.contract.envelope import (HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, header_value,
-                          parse_timestamp)
-from hub.core.metrics import HubMetrics
+from hub.routing.audit import audit_entry
+from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, parse_timestamp
+from hub.core.backoff import backoff_s, full_jitter
+from hub.core.metrics import HubMetrics, export_lag
 from hub.contract.registry import RecordError, RegistryError, SchemaRegistry, is_transient
 from hub.contract.schemas import to_json
-from hub.contract.signing import signed_headers
-from hub.kafka.stage import backoff_s as retry_backoff_s
-from hub.kafka.stage import export_lag
-from hub.routing.subscriptions import HttpDelivery, SubscriptionPolicy
+from hub.stages.breaker import CircuitBreaker
+from hub.stages.http_support import audit_refs_of, describe, header_text, key_text, post
+from hub.stages.key_queues import KeyQueues
+from hub.routing.policy import SubscriptionPolicy
+from hub.routing.subscriptions import HttpDelivery
 from hub.contract.topics import ROUTE_DLQ_TOPIC, subscriber_dlq_topic
 
 STAGE = "deliver"
 REJECTED = "delivery.rejected"
-NULL_KEY = "record.null_key"
-INVALID_KEY = "record.invalid_key"
 INTERNAL_ERROR = "record.internal_error"
 log = logging.getLogger(__name__)
-# Answers that say "not now" rather than "not this event": they never use up an event's attempts,
-# so a subscriber that is down or overloaded for hours loses nothing (events wait in Kafka).
-UNAVAILABLE_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
-# What is read of any answer's body: a subscriber's 150 MiB error page must not land in memory.
-MAX_RESPONSE_BYTES = 4096
-FAILURE_TEXT_CHARS = 200
 T = TypeVar("T")
-
-
-class CircuitBreaker:
-    """Closed → open after `failures` consecutive failures; open for `open_s`, then half-open: one
-    probe request; its success closes the breaker, its failure opens it again."""
-
-    def __init__(self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures = failures
-        self.open_s = open_s
-        self.clock = clock
-        self.state = "closed"
-        self.consecutive = 0
-        self.open_until = 0.0
-        self._probing = False
-
-    def allow(self) -> tuple[bool, float]:
-        """(may send now, else seconds to wait before asking again); a True in half-open is the probe."""
-        if self.state == "closed":
-            return True, 0.0
-        if self.state == "open":
-            remaining = self.open_until - self.clock()
-            if remaining > 0:
-                return False, remaining
-            self.state = "half_open"
-        if self._probing:
-            return False, 0.05
-        self._probing = True
-        return True, 0.0
-
-    async def acquire(self) -> None:
-        while True:
-            allowed, wait = self.allow()
-            if allowed:
-                return
-            await asyncio.sleep(min(wait, 1.0))
-
-    def success(self) -> None:
-        self.state, self.consecutive, self._probing = "closed", 0, False
-
-    def failure(self) -> None:
-        self.consecutive += 1
-        self._probing = False
-        if self.state == "half_open" or self.consecutive >= self.failures:
-            self.state = "open"
-            self.open_until = self.clock() + self.open_s
-
-    def abandon(self) -> None:
-        """A request got no answer (cancelled by a rebalance, or crashed): another may be the probe."""
-        self._probing = False
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float, rand: Callable[[float, float], float] = random.uniform) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(max, initial·2^(attempt-1))]."""
-    return rand(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
-
-
-def key_text(key: bytes | None) -> str:
-    """The record's key as text; RecordError for none or non-UTF-8 (the route stage always writes a UTF-8 key)."""
-    if key is None:
-        raise RecordError(NULL_KEY, "the record has no key; the route stage always writes one")
-    try:
-        return key.decode()
-    except UnicodeDecodeError as exc:
-        raise RecordError(INVALID_KEY, f"the key is not UTF-8: {exc.reason} at byte {exc.start}") from None
-
-
-def header_text(message: Any, name: str) -> str | None:
-    """A header's text; a null value (a hostile record may carry one) reads as absent."""
-    return header_value([h for h in message.headers or () if h[1] is not None], name)
-
-
-async def read_head(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    """At most the first `limit` bytes of a streamed body, as sent (never decompressed: a small
-    gzip body may expand a thousandfold). Closing the response afterwards drops the rest."""
-    head = b""
-    async with contextlib.aclosing(response.aiter_raw(limit)) as chunks:
-        async for chunk in chunks:
-            head += chunk[:limit - len(head)]
-            if len(head) >= limit:
-                break
-    return head
-
-
-def describe(exc: BaseException) -> str:
-    """An exception and what caused it, for a log line."""
-    cause = f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
-    return f"{type(exc).__name__}: {exc}{cause}"
-
-
-class OffsetTracker:
-    """A partition's fetched offsets, in order, and which are finished: the commit may advance only up
-    to the oldest unfinished one, however many later ones (other keys) are done."""
-
-    def __init__(self) -> None:
-        self._offsets: deque[int] = deque()
-        self._done: set[int] = set()
-        self._next: int | None = None
-
-    def add(self, offset: int) -> None:
-        self._offsets.append(offset)
-
-    def done(self, offset: int) -> None:
-        self._done.add(offset)
-
-    def committable(self) -> int | None:
-        """The offset to commit (the next to read after the finished prefix), or None if nothing new."""
-        while self._offsets and self._offsets[0] in self._done:
-            offset = self._offsets.popleft()
-            self._done.discard(offset)
-            self._next = offset + 1
-        return self._next
 
 
 class _Revocations(ConsumerRebalanceListener):
@@ -215,10 +95,7 @@ class HttpDeliverer:
                 counter.labels(self.subscriber, entity)
         metrics.circuit_open.labels(self.subscriber).set(0)
         self._next_offsets: dict[TopicPartition, int] = {}  # committed positions
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._queues: dict[tuple[TopicPartition, bytes | None], deque[Any]] = {}
-        self._drains: dict[tuple[TopicPartition, bytes | None], asyncio.Task] = {}
-        self._buffered = 0
+        self._keys = KeyQueues(self._handle, self._drained)  # fetched records not yet delivered, per key
         self._committed_at = time.monotonic()
         self.turned_at = time.monotonic()  # liveness: when run()'s loop last turned
         # POSTs in flight at once; a key waiting out its backoff or an open breaker holds no slot.
@@ -232,7 +109,7 @@ class HttpDeliverer:
     async def stop(self) -> None:
         """Commit what was delivered, then close the clients, each within `close_timeout_s`."""
         self._stopping.set()
-        await self.revoked(set(self._trackers))
+        await self.revoked(set(self._keys.partitions))
         for close in (self.consumer.stop, self.producer.stop, self.client.aclose):
             try:
                 await asyncio.wait_for(close(), self.close_timeout_s)
@@ -271,25 +148,14 @@ class HttpDeliverer:
         batches = await self.consumer.getmany(timeout_ms=200, max_records=self.delivery.batch_max_records)
         self.metrics.assigned_partitions.labels(f"{STAGE}:{self.subscriber}").set(self.assigned)
         for tp, messages in batches.items():
-            self._enqueue(tp, messages)
+            self._keys.add(tp, messages)
         if not batches or time.monotonic() - self._committed_at >= 1.0:
             await self._commit()
             self._committed_at = time.monotonic()
             self._lag()
 
-    def _enqueue(self, tp: TopicPartition, messages: list[Any]) -> None:
-        tracker = self._trackers.setdefault(tp, OffsetTracker())
-        for message in messages:
-            tracker.add(message.offset)
-            self._buffered += 1
-            key = (tp, message.key)
-            self._queues.setdefault(key, deque()).append(message)
-            if key not in self._drains:
-                self._drains[key] = task = asyncio.create_task(self._drain(key))
-                task.add_done_callback(self._drained)
-
     async def _kafka_failed(self, what: str, exc: KafkaError, failures: int) -> None:
-        delay = retry_backoff_s(failures, *self.kafka_backoff_s)
+        delay = backoff_s(failures, *self.kafka_backoff_s)
         self.metrics.stage_errors.labels(STAGE, type(exc).__name__).inc()
         log.warning("delivery to %s: %s failed (%s); retrying in %.0f s", self.subscriber, what, describe(exc), delay)
         with contextlib.suppress(asyncio.TimeoutError):  # stop() need not wait out the backoff
@@ -308,26 +174,10 @@ class HttpDeliverer:
     def _backpressure(self) -> None:
         """Stop fetching while too many records wait for delivery (a slow subscriber must not fill memory)."""
         assigned = self.consumer.assignment()
-        if self._buffered >= self.delivery.max_buffered:
+        if self._keys.buffered >= self.delivery.max_buffered:
             self.consumer.pause(*assigned)
         elif self.consumer.paused():
             self.consumer.resume(*assigned)
-
-    async def _drain(self, key: tuple[TopicPartition, bytes | None]) -> None:
-        """Deliver one key's records in order; other keys' drains run meanwhile."""
-        queue = self._queues[key]
-        tracker = self._trackers[key[0]]
-        try:
-            while queue:
-                message = queue[0]
-                await self._handle(message)
-                queue.popleft()
-                tracker.done(message.offset)
-                self._buffered -= 1
-            del self._queues[key]  # no await since the queue emptied: a record fetched later starts a new drain
-        finally:
-            if self._drains.get(key) is asyncio.current_task():
-                del self._drains[key]
 
     async def _handle(self, message: Any) -> None:
         """Deliver one record, or dead-letter it to the route DLQ when it can never be delivered."""
@@ -352,9 +202,8 @@ class HttpDeliverer:
     async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Commit, per partition, up to the oldest record not yet delivered or dead-lettered."""
         offsets = {}
-        for tp in list(partitions if partitions is not None else self._trackers):
-            tracker = self._trackers.get(tp)
-            position = tracker.committable() if tracker is not None else None
+        for tp in list(partitions if partitions is not None else self._keys.partitions):
+            position = self._keys.committable(tp)
             if position is not None and position != self._next_offsets.get(tp):
                 offsets[tp] = position
         if not offsets:
@@ -372,18 +221,13 @@ class HttpDeliverer:
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Partitions go to another worker: stop their deliveries, commit what is done, forget the rest
         (the new owner delivers it again: at-least-once, the event_id lets the receiver drop repeats)."""
-        tasks = [t for (tp, _), t in self._drains.items() if tp in partitions]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._keys.cancel(partitions)
         try:
             await self._commit(partitions)
         except KafkaError as exc:  # the next owner starts from the last commit: a few records go twice
             log.warning("delivery to %s: commit on leaving partitions failed (%s)", self.subscriber, describe(exc))
-        for key in [k for k in self._queues if k[0] in partitions]:
-            self._buffered -= len(self._queues.pop(key))
+        self._keys.forget(partitions)
         for tp in partitions:
-            self._trackers.pop(tp, None)
             self._next_offsets.pop(tp, None)
 
     def _lag(self) -> None:
@@ -419,7 +263,8 @@ class HttpDeliverer:
                 if waits == 1:  # once per record, not once per retry
                     log.warning("delivery to %s: the schema registry cannot answer (%s); retrying",
                                 self.subscriber, exc)
-                await self.sleep(backoff_s(waits, self.delivery.backoff_initial_s, self.delivery.backoff_max_s))
+                await self.sleep(backoff_s(waits, self.delivery.backoff_initial_s, self.delivery.backoff_max_s,
+                                           full_jitter))
 
     async def deliver(self, message: Any) -> None:
         """POST one record until it is accepted or dead-lettered (never raises for the subscriber's answers;
@@ -455,7 +300,8 @@ class HttpDeliverer:
             else:
                 log.info("delivery to %s refused (%s); attempt %d of %d", self.subscriber, text, attempts,
                          self.delivery.max_attempts)
-            await self.sleep(backoff_s(tries, self.delivery.backoff_initial_s, self.delivery.backoff_max_s))
+            await self.sleep(backoff_s(tries, self.delivery.backoff_initial_s, self.delivery.backoff_max_s,
+                                       full_jitter))
 
     async def _attempt(self, body: bytes) -> tuple[bool, bool, str] | None:
         """One POST once the breaker allows it and a slot is free."""
@@ -469,21 +315,7 @@ class HttpDeliverer:
 
     async def _post(self, body: bytes) -> tuple[bool, bool, str] | None:
         """None when accepted, else (unavailable, server-side, description)."""
-        # identity: the body is read as sent, and a compressed one would be unreadable in the failure text.
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity",
-                   **signed_headers(self.secret, int(time.time()), body)}
-        try:
-            async with self.client.stream("POST", self.delivery.url, content=body, headers=headers) as response:
-                if 200 <= response.status_code < 300:
-                    # Reading a short body to its end lets the connection be reused; the status alone answers.
-                    with contextlib.suppress(httpx.HTTPError):
-                        await read_head(response)
-                    return None
-                head = await read_head(response)
-        except httpx.HTTPError as exc:
-            return True, True, f"{type(exc).__name__}: {exc}".rstrip(": ")
-        text = f"HTTP {response.status_code}: {head.decode('utf-8', 'replace')[:FAILURE_TEXT_CHARS]}"
-        return response.status_code in UNAVAILABLE_STATUSES, response.status_code >= 500, text
+        return await post(self.client, self.delivery.url, self.secret, body)
 
     def _observe_latency(self, message: Any) -> None:
         at = parse_timestamp(header_text(message, HEADER_OCCURRED_AT))
@@ -515,17 +347,6 @@ class HttpDeliverer:
         log.warning("event %s for %s (%s[%d]@%d) dead-lettered to %s: %s: %s", event_id, self.subscriber,
                     message.topic, message.partition, message.offset, topic, problem.rule, problem.message,
                     exc_info=exc_info)
-
-
-def audit_refs_of(message: Any) -> dict[str, Any]:
-    """The audit references the route stage put on the record; none when the header is absent or malformed."""
-    try:
-        refs = json.loads(header_text(message, REFS_HEADER) or "null")
-    except ValueError:
-        refs = None
-    if isinstance(refs, dict) and set(refs) == {"key_ref", "person_refs"} and isinstance(refs["person_refs"], list):
-        return refs
-    return {"key_ref": None, "person_refs": []}
 
 
 class DeliveryGroup:

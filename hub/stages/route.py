@@ -20,7 +20,7 @@ from hub.core.metrics import HubMetrics
 from hub.contract.registry import RecordError, SchemaRegistry
 from hub.contract.schemas import Catalogue, EntitySchema, encode_wire
 from hub.kafka.stage import TransactionalStage
-from hub.routing.subscriptions import SubscriptionPolicy
+from hub.routing.policy import SubscriptionPolicy
 from hub.contract.topics import ROUTE_DLQ_TOPIC
 
 STAGE = "route"

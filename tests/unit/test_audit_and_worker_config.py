@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -30,8 +31,7 @@ def test_audit_records_hold_references_not_ids_and_answer_who_received():
 
 
 def config(subscriptions, tmp_path):
-    return HubConfig.model_validate({"sources": [{"id": "exam-reg"}], "subscriptions": subscriptions,
-                                     "worker": {"data_dir": str(tmp_path)}})
+    return HubConfig.model_validate({"sources": [{"id": "exam-reg"}], "subscriptions": subscriptions})
 
 
 def test_subscriptions_need_the_master_key(tmp_path, monkeypatch):
@@ -47,3 +47,16 @@ def test_an_http_subscriber_without_its_secret_is_refused_naming_the_variable(tm
                     "delivery": {"kind": "http", "url": "https://example.invalid/hook", "secret_env": "X_SECRET"}}
     with pytest.raises(ConfigError, match=r"subscriptions\.0\.delivery\.secret_env: the environment variable X_SECRET"):
         create_app(config([subscription], tmp_path))
+
+
+def test_faust_starts_no_kafka_client_and_makes_no_data_directory(tmp_path, monkeypatch):
+    """Faust is the worker's service and web framework only: the stages own every Kafka client."""
+    monkeypatch.chdir(tmp_path)
+    app = create_app(config([], tmp_path))
+    services = list(app.boot_strategy.server())
+    # by identity: Faust's managers are Mappings, and two empty ones compare equal
+    assert any(s is app.web for s in services)  # the web server still starts
+    for kafka_side in (app.producer, app.consumer, app.topics, app.tables, app._leader_assignor):
+        assert all(s is not kafka_side for s in services), kafka_side
+    asyncio.run(app.on_first_start())
+    assert list(tmp_path.iterdir()) == []

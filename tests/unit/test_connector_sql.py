@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
-from datetime import date, datetime, timezone
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,11 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from any directory, installed or not
     sys.path.insert(0, str(ROOT))
 
-from connectors._rows import rfc3339, to_json  # noqa: E402
 from connectors.base import KINDS, event_id_for  # noqa: E402
-from hub.demo.simulators import person_id  # noqa: E402
 from connectors.sql import SqlConnector, SqlConnectorConfig  # noqa: E402
-from hub.contract.rules import geography  # noqa: E402
+from hub.contract.rules.common import geography  # noqa: E402
 from hub.contract.schemas import Catalogue  # noqa: E402
 from hub.stages.validate import Valid, Validator  # noqa: E402
 from tests.pg import postgres_server  # noqa: E402
@@ -276,45 +272,6 @@ def test_event_ids_are_deterministic(sqlite_url) -> None:
     t.update(2, minute=20, size=10)
     changed = drain(started(connector(sqlite_url, "lop_hoc"), None))
     assert changed[-1].envelope["event_id"] not in once  # a new version of a row is a new event
-
-
-def test_nested_record_from_dotted_fields(sqlite_url) -> None:
-    engine = sa.create_engine(sqlite_url)
-    student_id = person_id(random.Random(7), date(2010, 3, 15), "FEMALE", "031")
-    ward = hai_phong_ward()
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE hoc_sinh (id INTEGER PRIMARY KEY, ma_dinh_danh TEXT, full_name TEXT, date_of_birth DATE, "
-            "gender TEXT, ethnicity_code TEXT, school_code TEXT, grade INTEGER, class_name TEXT, school_year TEXT, "
-            "address_province_code TEXT, ma_xa TEXT, so_nha TEXT, guardian_phone TEXT, status TEXT, "
-            "created_at TIMESTAMP, updated_at TIMESTAMP)"))
-        conn.execute(sa.text(
-            "INSERT INTO hoc_sinh VALUES (1, :sid, 'Nguyễn Thị Thu Hà', '2010-03-15', 'FEMALE', '01', '31THPT001', "
-            "10, '10A1', '2025-2026', '31', :ward, 'Số 5 Lạch Tray', NULL, 'STUDYING', "
-            "'2026-05-01 08:00:00', '2026-05-01 08:00:00')"), {"sid": student_id, "ward": ward})
-    config = SqlConnectorConfig(
-        name="smas-students", kind="sql", source=SOURCE, url=sqlite_url, table="hoc_sinh", entity="school.student",
-        columns={"student_id": "ma_dinh_danh", "address.ward_code": "ma_xa", "address.street": "so_nha"})
-    c = started(SqlConnector(config), None)
-    [record] = run(c.poll())
-    data = record.envelope["data"]
-    assert data["address"] == {"province_code": "31", "ward_code": ward, "street": "Số 5 Lạch Tray"}
-    assert data["date_of_birth"] == "2010-03-15"
-    assert "nationality" not in data  # no column: the schema's default VN applies
-    assert "id" not in data and "created_at" not in data
-    assert record.envelope["key"] == student_id
-    assert_valid([record])
-
-
-def test_row_values_as_json() -> None:
-    assert to_json(Decimal("8.50"), VN) == "8.50"
-    assert to_json(date(2026, 5, 1), VN) == "2026-05-01"
-    assert to_json(datetime(2026, 5, 1, 8, 0), VN) == "2026-05-01T08:00:00+07:00"
-    assert to_json(datetime(2026, 5, 1, 1, 0, tzinfo=timezone.utc), VN) == "2026-05-01T08:00:00+07:00"
-    assert to_json([True, 3, None], VN) == [True, 3, None]
-    assert rfc3339(datetime(2026, 5, 1, 8, 0), ZoneInfo("UTC")) == "2026-05-01T08:00:00+00:00"
-    with pytest.raises(TypeError, match="bytes"):
-        to_json(b"\x00", VN)
 
 
 def test_lag_leaves_recent_rows_for_later(sqlite_url) -> None:

@@ -16,12 +16,16 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, RequestTimedOutError
 from aiokafka.structs import ConsumerRecord
 
-from hub.stages.delivery import MAX_RESPONSE_BYTES, CircuitBreaker, DeliveryGroup, HttpDeliverer, backoff_s
+from hub.core.backoff import backoff_s, full_jitter
+from hub.stages.breaker import CircuitBreaker
+from hub.stages.delivery import DeliveryGroup, HttpDeliverer
+from hub.stages.http_support import MAX_RESPONSE_BYTES
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import Catalogue, encode_wire
 from hub.contract.signing import sign
-from hub.routing.subscriptions import SubscriptionConfig, SubscriptionPolicy
+from hub.routing.policy import SubscriptionPolicy
+from hub.routing.subscriptions import SubscriptionConfig
 from hub.contract.topics import ROUTE_DLQ_TOPIC
 
 
@@ -62,8 +66,9 @@ def test_a_success_resets_the_consecutive_count():
 
 def test_backoff_doubles_up_to_the_cap_with_full_jitter():
     upper = lambda low, high: high  # noqa: E731 - the top of the jitter range
-    assert [backoff_s(n, 0.5, 4, upper) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
-    assert backoff_s(3, 0.5, 4, lambda low, high: low) == 0
+    jitter = lambda rand: lambda delay: full_jitter(delay, rand)  # noqa: E731 - full jitter drawn with `rand`
+    assert [backoff_s(n, 0.5, 4, jitter(upper)) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+    assert backoff_s(3, 0.5, 4, jitter(lambda low, high: low)) == 0
 
 
 class Message:
@@ -94,7 +99,7 @@ def test_the_body_carries_the_event_identity_and_the_projected_record_and_is_sig
 
 
 def test_offsets_commit_only_up_to_the_oldest_unfinished_record():
-    from hub.stages.delivery import OffsetTracker
+    from hub.stages.key_queues import OffsetTracker
 
     tracker = OffsetTracker()
     for offset in (10, 11, 12, 13):

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from hub.core.metrics import HubMetrics
-from hub.kafka.stage import TransactionalStage, backoff_s, error_label
+from hub.core.backoff import backoff_s
+from hub.core.metrics import HubMetrics, error_label
+from hub.kafka.stage import TransactionalStage
 from hub.contract.registry import RegistryError
 from hub.runtime.worker import stages_turning
 
@@ -28,6 +29,11 @@ def test_backoff_doubles_to_its_cap_and_errors_are_labelled_by_class():
     assert [backoff_s(n) for n in (1, 2, 3, 6, 50)] == [1.0, 2.0, 4.0, 30.0, 30.0]
     assert error_label(RegistryError("down")) == "registry"
     assert error_label(TimeoutError()) == "TimeoutError"
+
+
+def test_backoff_still_answers_after_hours_of_failures():
+    """A stage failing every 30 s reaches 1,025 failures in under 9 hours: 2 ** 1024 overflowed a float."""
+    assert backoff_s(1_025) == backoff_s(10**9) == 30.0
 
 
 class FakeConsumer:

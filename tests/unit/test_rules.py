@@ -497,19 +497,26 @@ def test_case_ids_are_unique():
 
 
 def _emitted_rule_literals() -> set[str]:
-    """Every rule id the module passes to Problem(...), read from its source."""
-    tree = ast.parse(inspect.getsource(rules))
+    """Every rule id the modules pass to Problem(...) or Problem.at(...), read from their source."""
     ids = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Problem":
-            rule = node.args[1] if len(node.args) > 1 else next(k.value for k in node.keywords if k.arg == "rule")
-            if isinstance(rule, ast.Constant):
-                ids.add(rule.value)
-            else:  # a rule passed in by a caller: collect the literals the callers pass
-                assert isinstance(rule, ast.Name), ast.dump(rule)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_class_name":
-            ids.add(node.args[3].value)
+    for module in (rules, rules.common, rules.school, rules.enrollment, rules.exam):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and _is_problem(node.func):
+                rule = node.args[1] if len(node.args) > 1 else next(k.value for k in node.keywords if k.arg == "rule")
+                if isinstance(rule, ast.Constant):
+                    ids.add(rule.value)
+                else:  # a rule passed in by a caller: collect the literals the callers pass
+                    assert isinstance(rule, ast.Name), ast.dump(rule)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_class_name":
+                ids.add(node.args[3].value)
     return ids
+
+
+def _is_problem(func: ast.expr) -> bool:
+    """`Problem` or `Problem.at` (the constructor that writes the path once)."""
+    if isinstance(func, ast.Attribute) and func.attr == "at":
+        func = func.value
+    return isinstance(func, ast.Name) and func.id == "Problem"
 
 
 def test_every_emittable_rule_is_documented():
@@ -623,7 +630,7 @@ def test_grade_1_applicant_aged_six_is_valid():
 
 
 def test_geography_comes_from_vietnam_provinces():
-    geo = rules.geography()
+    geo = rules.common.geography()
     assert len(geo.provinces) == 34
     assert geo.provinces["31"].endswith("Hải Phòng")
     hai_phong = [code for code, (province, _) in geo.wards.items() if province == "31"]

@@ -9,7 +9,8 @@ from datetime import date, datetime, timezone
 import fastavro
 import pytest
 
-from hub.contract.schemas import Catalogue, normalize_text, split_wire, to_json
+from hub.contract.coerce import normalize_text
+from hub.contract.schemas import Catalogue, split_wire, to_json
 from tests.kafka_helpers import registration_envelope
 
 

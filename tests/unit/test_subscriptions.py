@@ -14,16 +14,11 @@ import pytest
 
 from hub.core.config import ConfigError
 from hub.contract.schemas import Catalogue, dumps
-from hub.routing.subscriptions import (
-    DEMO_SUBSCRIPTIONS,
-    SubscriptionConfig,
-    SubscriptionError,
-    SubscriptionPolicy,
-    compile_filter,
-    load_subscriptions,
-    mask_name,
-    mask_string,
-)
+from hub.routing.errors import SubscriptionError
+from hub.routing.filters import compile_filter
+from hub.routing.masking import mask_name, mask_string
+from hub.routing.policy import SubscriptionPolicy, load_subscriptions
+from hub.routing.subscriptions import DEMO_SUBSCRIPTIONS, SubscriptionConfig
 from hub.stages.validate import Valid, Validator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,260 @@
+"""SubscriptionPolicy: one subscriber's view of the canonical topics (filter, projection, PII), and loading them.
+
+`SubscriptionPolicy` turns a canonical record (an Avro datum of `edu.<domain>.<entity>`) into
+the record that subscriber may receive on `sub.<id>.<entity>`, with its own Avro schema
+(`projected_schema`).
+
+Order of work in `SubscriptionPolicy.apply`:
+
+1. entity not subscribed → None;
+2. the row filter (hub.routing.filters) runs on the FULL canonical record, before projection
+   and masking → None when it rejects the row. A filter naming a field that the entity lacks
+   rejects every row of that entity (with `entities: ["*"]`, `address.province_code == "31"`
+   delivers students only). A field that exists in NO subscribed entity is a configuration error;
+3. projection (`fields`): the listed top-level fields, plus the entity's key fields always;
+4. PII policy on every field with `"pii": true`: `pii[field]`, else `pii_default` (drop).
+
+PII policies (`keep`, `drop`, `mask`, `pseudonymise`) — choices made here:
+
+- keep: unchanged (the field keeps `"pii": true`).
+- drop: the field leaves the projected schema and record.
+- mask: by the field's type, see hub.routing.masking.
+- pseudonymise: a keyed pseudonym per subscriber, see hub.routing.pseudonyms.
+
+  Masked and pseudonymised fields keep `"pii": true` (a pseudonym is still personal data),
+  get `"eduhub.pii_policy"` naming the policy, lose `"eduhub.text"`, and their doc ends with
+  " (masked)" / " (pseudonymised)".
+
+Key fields: a key field is always projected. When a key field is PII and its policy is drop
+or mask, the policy pseudonymises it instead (masking is not unique, dropping leaves no key),
+so `key_of(entity, projected_record)` — the subscriber's Kafka key, built from projected
+values only — never carries the clear value and stays stable and unique. For a delete
+(tombstone), `key_for_delete` maps the canonical key text to the subscriber's key the same way.
+
+Projected schemas: see hub.routing.projection. `master_key` must hold at least 16 bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from hub.core.config import ConfigError, format_errors
+from hub.contract.schemas import Catalogue, EntitySchema
+from hub.contract.topics import subscriber_topic
+from hub.routing.errors import SubscriptionError
+from hub.routing.filters import compile_filter
+from hub.routing.masking import mask_transform
+from hub.routing.projection import (
+    copy_value,
+    named_types,
+    path_exists,
+    project_schema,
+    split_nullable,
+    subscriber_namespace,
+)
+from hub.routing.pseudonyms import pseudonym, subscriber_key
+from hub.routing.subscriptions import SubscriptionConfig
+
+
+class SubscriptionPolicy:
+    """One subscriber's view of the canonical topics: entities, row filter, projection and PII masking."""
+
+    def __init__(self, config: SubscriptionConfig, catalogue: Catalogue, master_key: bytes) -> None:
+        self._key = subscriber_key(master_key, config.id)  # first: refuses a short master key
+        self.config = config
+        self.id = config.id
+        self.catalogue = catalogue
+        self.namespace = subscriber_namespace(config.id)
+        if config.entities == ["*"]:
+            names = sorted(catalogue.names)
+        else:
+            unknown = [e for e in config.entities if e not in catalogue.names]
+            if unknown:
+                raise SubscriptionError(
+                    f"unknown entity {unknown[0]!r}: expected one of {', '.join(sorted(catalogue.names))} or \"*\"",
+                    "entities")
+            names = list(config.entities)
+        self.entities: frozenset[str] = frozenset(names)
+        self._named = {e: named_types(catalogue[e]) for e in names}
+        self._check_projection(names)
+        self._check_pii(names)
+        self.filter = compile_filter(config.filter) if config.filter is not None else None
+        self._filter_applies = self._check_filter(names)
+        self._plans: dict[str, list[tuple[str, Callable[[Any], Any] | None]]] = {}
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._key_pseudonymised: dict[str, frozenset[str]] = {}
+        for entity in names:
+            self._build(catalogue[entity])
+
+    # ---- validation
+
+    def _check_projection(self, names: list[str]) -> None:
+        for entity, fields in (self.config.fields or {}).items():
+            if entity not in self.catalogue.names:
+                raise SubscriptionError(f"unknown entity {entity!r}: expected a subscribed entity",
+                                        f"fields.{entity}")
+            if entity not in self.entities:
+                raise SubscriptionError(f"{entity!r} is not among the subscribed entities: expected one of "
+                                        f"{', '.join(sorted(self.entities))}", f"fields.{entity}")
+            available = [f["name"] for f in self.catalogue[entity].schema["fields"]]
+            for name in fields:
+                if name not in available:
+                    raise SubscriptionError(
+                        f"{entity} has no field {name!r}: expected one of {', '.join(available)}", f"fields.{entity}")
+
+    def _check_pii(self, names: list[str]) -> None:
+        pii_fields = {f["name"] for e in names for f in self.catalogue[e].schema["fields"] if f.get("pii")}
+        for name in self.config.pii:
+            if name not in pii_fields:
+                raise SubscriptionError(
+                    f"{name!r} is not a PII field of the subscribed entities: expected one of "
+                    f"{', '.join(sorted(pii_fields)) or '(none: these entities carry no PII)'}", f"pii.{name}")
+
+    def _check_filter(self, names: list[str]) -> dict[str, bool]:
+        applies = {e: True for e in names}
+        if self.filter is None:
+            return applies
+        for path, pos in self.filter.paths:
+            parts = tuple(path.split("."))
+            found = False
+            for entity in names:
+                if path_exists(self.catalogue[entity].schema, parts, self._named[entity]):
+                    found = True
+                else:
+                    applies[entity] = False
+            if not found:
+                raise SubscriptionError(
+                    f"filter: field {path!r} at position {pos + 1} exists in no subscribed entity "
+                    f"({', '.join(names)}): expected a field path such as school_code or address.province_code",
+                    "filter")
+        return applies
+
+    # ---- plan and projected schema
+
+    def policy_of(self, entity: str, field_name: str) -> str:
+        """The effective policy of a field: keep for non-PII, pseudonymise for forced key fields."""
+        schema = self.catalogue[entity]
+        field = next(f for f in schema.schema["fields"] if f["name"] == field_name)
+        if not field.get("pii"):
+            return "keep"
+        policy = self.config.pii.get(field_name, self.config.pii_default)
+        if field_name in schema.key_fields and policy in ("drop", "mask"):
+            return "pseudonymise"
+        return policy
+
+    def _build(self, schema: EntitySchema) -> None:
+        entity = schema.entity
+        projection = (self.config.fields or {}).get(entity)
+        plan: list[tuple[str, Callable[[Any], Any] | None]] = []
+        out_fields: list[dict[str, Any]] = []
+        forced = set()
+        for field in schema.schema["fields"]:
+            name = field["name"]
+            is_key = name in schema.key_fields
+            if projection is not None and name not in projection and not is_key:
+                continue
+            policy = self.policy_of(entity, name)
+            if policy == "drop":
+                continue
+            new = copy.deepcopy(field)
+            transform: Callable[[Any], Any] | None = None
+            if policy == "mask":
+                transform = mask_transform(entity, new, self._named[entity])
+            elif policy == "pseudonymise":
+                if is_key and field.get("pii"):
+                    forced.add(name)
+                nullable, _ = split_nullable(field["type"])
+                new["type"] = ["null", "string"] if nullable else "string"
+                new.pop("default", None)
+                if nullable:
+                    new["default"] = None
+                transform = self.pseudonymise
+            if policy in ("mask", "pseudonymise"):
+                new.pop("eduhub.text", None)
+                new["eduhub.pii_policy"] = policy
+                suffix = " (masked)" if policy == "mask" else " (pseudonymised)"
+                new["doc"] = (new.get("doc", "") + suffix).strip()
+            plan.append((name, transform))
+            out_fields.append(new)
+        self._plans[entity] = plan
+        self._schemas[entity] = project_schema(schema, out_fields, self.namespace, self.id, self._named[entity])
+        self._key_pseudonymised[entity] = frozenset(forced)
+
+    # ---- public API
+
+    def pseudonymise(self, value: Any) -> str | None:
+        """This subscriber's pseudonym of a value (None stays None)."""
+        return pseudonym(self._key, value)
+
+    def projected_schema(self, entity: str) -> dict[str, Any]:
+        """The Avro schema of this subscriber's `sub.<id>.<entity>` records (a copy)."""
+        if entity not in self._schemas:
+            raise SubscriptionError(f"{self.id} does not subscribe to {entity!r}", "entities")
+        return copy.deepcopy(self._schemas[entity])
+
+    def apply(self, entity: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The projected record for this subscriber, or None (not subscribed, or the filter rejects it)."""
+        plan = self._plans.get(entity)
+        if plan is None:
+            return None
+        if self.filter is not None and not (self._filter_applies[entity] and self.filter(record)):
+            return None
+        out: dict[str, Any] = {}
+        for name, transform in plan:
+            value = record.get(name)
+            if value is None:
+                out[name] = None
+            elif transform is None:
+                out[name] = copy_value(value)
+            else:
+                out[name] = transform(value)
+        return out
+
+    def key_of(self, entity: str, projected_record: dict[str, Any]) -> str:
+        """The subscriber's Kafka key: the entity's key fields of the PROJECTED record joined by '|'."""
+        return "|".join(str(projected_record[name]) for name in self.catalogue[entity].key_fields)
+
+    def key_for_delete(self, entity: str, canonical_key: str) -> str:
+        """The subscriber's key for a tombstone, from the canonical key text (forced key fields pseudonymised)."""
+        key_fields = self.catalogue[entity].key_fields
+        parts = canonical_key.split("|", len(key_fields) - 1)
+        forced = self._key_pseudonymised.get(entity, frozenset())
+        return "|".join(self.pseudonymise(p) if n in forced else p  # type: ignore[misc]
+                        for n, p in zip(key_fields, parts))
+
+    def topic(self, entity: str) -> str:
+        return subscriber_topic(self.id, entity)
+
+    def __repr__(self) -> str:
+        return f"SubscriptionPolicy({self.id!r}, entities={sorted(self.entities)})"
+
+
+def load_subscriptions(raw: list[dict], catalogue: Catalogue, master_key: bytes) -> list[SubscriptionPolicy]:
+    """Validate the `subscriptions` list of hub.yaml; every error is a ConfigError naming its key."""
+    if not isinstance(raw, list):
+        raise ConfigError("subscriptions: must be a list of subscriber mappings (id, entities, ...)")
+    policies: list[SubscriptionPolicy] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"subscriptions.{i}: must be a mapping with id, entities, filter, fields, pii, "
+                              "pii_default and delivery")
+        try:
+            config = SubscriptionConfig.model_validate(item)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, f"subscriptions.{i}", SubscriptionConfig,
+                                            prefix=f"subscriptions.{i}.")) from None
+        if config.id in seen:
+            raise ConfigError(f"subscriptions.{i}.id: subscriber id {config.id!r} is declared twice "
+                              f"(also subscriptions.{seen[config.id]}.id) — expected a unique id")
+        seen[config.id] = i
+        try:
+            policies.append(SubscriptionPolicy(config, catalogue, master_key))
+        except SubscriptionError as exc:
+            where = f"subscriptions.{i}.{exc.key}" if exc.key else f"subscriptions.{i}"
+            raise ConfigError(f"{where}: {exc}") from None
+    return policies
+
