@@ -487,6 +487,16 @@ def test_invalid_example_reports_exactly_its_rule(builder, overrides, field, rul
         assert p.message.startswith(p.field + ":")
 
 
+@pytest.mark.parametrize("year", [0, -1, 10_000, 2**31 - 1])
+def test_an_exam_year_outside_the_calendar_is_a_problem_not_an_exception(year):
+    """date(year, 6, 1) once raised here: the event went to the DLQ as hub.internal_error, not with its rule."""
+    certificate = {"kind": "IELTS", "expires_on": date(2026, 5, 31)}
+    problems = apply_rules("exam.registration", registration(exam_year=year, language_exemption=True,
+                                                                exemption_certificate=certificate), CTX)
+    assert {rule for _, rule in found(problems)} <= {"exam.candidate_age", "exam.exemption.certificate_expired"}
+    assert problems
+
+
 def test_case_ids_are_unique():
     names = [c[0] for c in CASES]
     assert len(names) == len(set(names))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import date
 from decimal import Decimal
 
 from hub.contract.envelope import Problem
@@ -169,7 +168,9 @@ def _registration(r: dict, ctx: RuleContext, problems: list[Problem]) -> None:
             )
         else:
             expires = certificate.get("expires_on")
-            if expires is not None and year is not None and expires < date(year, 6, 1):
+            # Compared as (year, month, day): date(year, 6, 1) raises for a year outside 1–9999, and an
+            # int exam_year may hold any of them (the age rule refuses such a year).
+            if expires is not None and year is not None and (expires.year, expires.month, expires.day) < (year, 6, 1):
                 problems.append(
                     Problem.at(
                         "data.exemption_certificate.expires_on",
