@@ -8,9 +8,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from hub.kafka.clients import KafkaClients
 
 # Namespace of the event ids connectors derive: the same change read twice gets the same id,
 # so the hub drops the repeat.
@@ -64,6 +67,12 @@ class ConnectorConfig(BaseModel):
                         description="registered source id; the connector publishes to ingest.<source>")
     poll_interval_s: float = Field(1.0, gt=0, le=3600, description="pause between polls that found nothing, seconds")
     batch_size: int = Field(500, ge=1, le=100_000, description="most changes read in one poll")
+    kafka_username: str | None = Field(
+        None, min_length=1, description="the connector's own SASL user, so that Kafka sees (and its ACLs allow) "
+                                        "this connector only; unset: the hub's kafka.username")
+    kafka_password_env: str | None = Field(
+        None, pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="name of the environment variable holding kafka_username's password, e.g. SMAS_KAFKA_PASSWORD")
 
 
 class SourceConnector(ABC):
@@ -91,6 +100,8 @@ class SourceConnector(ABC):
 
     kind: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    # The Kafka connection of the connector's principal, set by the runtime; kinds that read Kafka use it.
+    kafka: KafkaClients | None = None
 
     def __init__(self, config: ConnectorConfig) -> None:
         self.config = config

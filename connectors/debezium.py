@@ -35,6 +35,7 @@ from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, even
 from connectors.cells import local_iso, number_text
 from connectors.rows import assemble, check_fields, entity_schema, field_specs, key_of
 from hub.kafka.admin import partitions_of
+from hub.kafka.clients import KafkaClients
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class DebeziumConnectorConfig(ConnectorConfig):
 
     bootstrap_servers: str | None = Field(
         None, description="Kafka cluster holding the Debezium topic, host:port[,host:port]; "
-                          f"unset: the hub's own cluster (the runtime fills it in; {DEFAULT_BOOTSTRAP} otherwise)")
+                          f"unset: the hub's own cluster (the runtime fills it in; {DEFAULT_BOOTSTRAP} otherwise); "
+                          "reached with the hub's kafka.* TLS settings and the connector's principal")
     topic: str = Field(min_length=1, description="the Debezium change topic, e.g. smas.public.students")
     entity: str = Field(description="entity each change is, e.g. school.student")
     columns: dict[str, str] = Field(
@@ -312,13 +314,16 @@ class DebeziumConnector(SourceConnector):
         self._partitions: list[TopicPartition] = []
         self._positions: dict[str, int] = {}
 
+    def _clients(self) -> KafkaClients:
+        """The connection of the connector's principal (set by the runtime), to the cluster of the topic."""
+        return (self.kafka or KafkaClients.plain(DEFAULT_BOOTSTRAP)).at(self.config.bootstrap_servers)
+
     async def start(self, offset: dict[str, Any] | None) -> None:
         config = self.config
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.bootstrap_servers or DEFAULT_BOOTSTRAP, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            client_id=f"eduhub-debezium-{config.name}")
-        await consumer.start()
+        kafka = self._clients()
+        consumer = kafka.consumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                  isolation_level="read_committed", client_id=f"eduhub-debezium-{config.name}")
+        await kafka.start(consumer)
         try:
             partitions = await self._partitions_of()
             self._partitions = [TopicPartition(config.topic, p) for p in partitions]
@@ -340,15 +345,15 @@ class DebeziumConnector(SourceConnector):
 
     async def _partitions_of(self, bound_s: float = 30.0) -> list[int]:
         """The topic's partitions; waits a little for a topic Debezium has not created yet."""
-        bootstrap = self.config.bootstrap_servers or DEFAULT_BOOTSTRAP
+        kafka = self._clients()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound_s
         while True:
             try:
-                return sorted(await partitions_of(bootstrap, self.config.topic))
+                return sorted(await partitions_of(kafka, self.config.topic))
             except LookupError:
                 if loop.time() > deadline:
-                    raise LookupError(f"topic {self.config.topic} does not exist on {bootstrap}") from None
+                    raise LookupError(f"topic {self.config.topic} does not exist on {kafka.bootstrap_servers}") from None
             await asyncio.sleep(0.5)
 
     async def poll(self) -> list[SourceRecord]:

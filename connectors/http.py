@@ -7,26 +7,26 @@ import hmac
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field
 
 from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, register
-from hub.contract.envelope import Problem, check_envelope, read_json
+from connectors.http_request import Rejected as _Rejected
+from connectors.http_request import TokenBucket, answer, read_body, signature_headers
+from hub.contract.envelope import Problem, check_envelope, read_json, text_problems
 from hub.contract.schemas import Catalogue
 from hub.contract.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from hub.core.websec import add_security_headers, server_ssl_context
 
 __all__ = ["HEADER_SIGNATURE", "HEADER_TIMESTAMP", "HttpConnector", "HttpConnectorConfig", "sign"]
 
 log = logging.getLogger(__name__)
 
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_SIGNATURE = re.compile(r"^sha256=[0-9a-fA-F]{64}$")
-_READ_CHUNK = 64 * 1024
 # Seen signatures are swept of expired entries at most this often (seconds).
 _SWEEP_EVERY_S = 1.0
 
@@ -54,45 +54,12 @@ class HttpConnectorConfig(ConnectorConfig):
                                         "also how long a signature is remembered to refuse replays")
     ack_timeout_s: float = Field(30.0, gt=0, le=600,
                                  description="how long a request waits for Kafka to hold its events before 503")
-
-
-class _TokenBucket:
-    """`burst` tokens, refilled at `rate` per second; a request takes one."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-
-    def take(self) -> float:
-        """0 if a token was taken, else the seconds until one is available."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
-class _Rejected(Exception):
-    """A request refused before its events are queued: status, reason and JSON body."""
-
-    def __init__(self, status: int, reason: str, error: str, *, headers: dict[str, str] | None = None,
-                 problems: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.reason = reason
-        self.error = error
-        self.headers = headers or {}
-        self.problems = problems
-
-    def response(self) -> web.Response:
-        body: dict[str, Any] = {"error": self.error, "reason": self.reason}
-        if self.problems is not None:
-            body["problems"] = self.problems
-        return web.json_response(body, status=self.status, headers=self.headers)
+    read_timeout_s: float = Field(30.0, gt=0, le=600,
+                                  description="longest a client may take to send a request's headers, and again its "
+                                              "body; slower ones are disconnected (the body: 408)")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the ingest server; with "
+                                                         "tls_key_file it serves HTTPS")
+    tls_key_file: Path | None = Field(None, description="PEM private key (unencrypted) of tls_cert_file")
 
 
 def _problem(index: int | None, problem: Problem) -> dict[str, Any]:
@@ -110,14 +77,21 @@ class HttpConnector(SourceConnector):
     - `X-EduHub-Signature`: `sha256=` and the hex HMAC-SHA256, keyed with the shared secret,
       of the timestamp, a dot, and the body bytes exactly as sent.
 
-    Answers: 202 `{"accepted": n, "event_ids": [...]}` once Kafka holds every event; 400 with
-    `problems` (each with the `index` of its envelope) when any envelope fails the envelope
-    checks, and then none of the request is published; 401 for missing headers, a timestamp
-    more than `max_skew_s` away (reason "stale") or a signature seen before (reason
-    "replayed"); 403 for a wrong signature; 404 for another source; 413 for a body over
-    `max_body_bytes`; 429 with Retry-After over the rate; 503 when Kafka did not take the
-    events in `ack_timeout_s` — retry: event ids make the retry idempotent. Re-sign a retry
-    with a fresh timestamp; an identical resend is accepted only after a 503.
+    Order of checks: the signature headers (presence, format, freshness) before any byte of the
+    body is read; the body under `max_body_bytes` and `read_timeout_s`; the HMAC; replay; only
+    then the source's rate budget, so nobody without the key can spend it; then the envelopes.
+
+    Answers (every refusal is JSON with a machine-readable `reason`): 202 `{"accepted": n,
+    "event_ids": [...]}` once Kafka holds every event; 400 (reason "invalid", with `problems`,
+    each with the `index` of its envelope) when the signed body is not JSON, not UTF-8 text or
+    not envelopes, and then none of the request is published, or "bad_body" for a body framed
+    wrongly; 401 for missing headers, a timestamp more than `max_skew_s` away (reason "stale")
+    or a signature seen before (reason "replayed"); 403 for a wrong signature; 404 for another
+    source; 408 for a body slower than `read_timeout_s` (the connection is closed); 413 for a
+    body over `max_body_bytes`; 415 for a compressed body (Content-Encoding); 429 with
+    Retry-After over the rate; 503 when Kafka did not take the events in `ack_timeout_s` —
+    retry: event ids make the retry idempotent. Re-sign a retry with a fresh timestamp; an
+    identical resend is accepted only after a 503 or a 429.
 
     How a client signs a request (Python)::
 
@@ -148,7 +122,7 @@ class HttpConnector(SourceConnector):
         self._entities: frozenset[str] = frozenset()
         self._queue: asyncio.Queue[SourceRecord] = asyncio.Queue()
         self._pending: set[asyncio.Future] = set()
-        self._buckets: dict[str, _TokenBucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._seen: dict[str, float] = {}  # signature -> wall time after which it is stale anyway
         self._swept = 0.0
         self._received = 0
@@ -165,20 +139,27 @@ class HttpConnector(SourceConnector):
                 f"http connector {self.config.name!r}: environment variable {self.config.secret_env} is not set; "
                 f"it must hold the HMAC key shared with source {self.config.source!r}"
             )
+        tls = server_ssl_context(self.config.tls_cert_file, self.config.tls_key_file,
+                                 f"connectors[{self.config.name}]")
         self._secret = secret.encode("utf-8")
         self._entities = Catalogue.load().names
         self._received = int((offset or {}).get("received", 0))
         self._queue = asyncio.Queue()
         self._stopping = False
-        self._buckets = {self.config.source: _TokenBucket(self.config.rate_per_s, self.config.burst)}
+        self._buckets = {self.config.source: TokenBucket(self.config.rate_per_s, self.config.burst)}
 
         app = web.Application(client_max_size=self.config.max_body_bytes)
+        add_security_headers(app)
         app.router.add_post("/ingest/{source}", self._ingest)
         app.router.add_get("/healthz", self._healthz)
-        runner = web.AppRunner(app, shutdown_timeout=5.0)
+        # keepalive_timeout bounds how long a connection may take to send a complete request head (aiohttp
+        # closes one still waiting for it); the body has its own deadline. No decompression: the signature
+        # covers the bytes as sent.
+        runner = web.AppRunner(app, shutdown_timeout=5.0, keepalive_timeout=self.config.read_timeout_s,
+                               auto_decompress=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=tls)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -239,14 +220,14 @@ class HttpConnector(SourceConnector):
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def _ingest(self, request: web.Request) -> web.Response:
+    async def _ingest(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._handle(request)
         except _Rejected as rejected:
-            level = logging.INFO if rejected.status in (400, 404, 413, 429) else logging.WARNING
+            level = logging.INFO if rejected.status in (400, 404, 408, 413, 415, 429) else logging.WARNING
             log.log(level, "http connector %s: %s %s from %s: %s", self.config.name, rejected.status,
                     rejected.reason, request.remote, rejected.error)
-            return rejected.response()
+            return await answer(request, rejected)
 
     async def _handle(self, request: web.Request) -> web.Response:
         config = self.config
@@ -256,40 +237,21 @@ class HttpConnector(SourceConnector):
         if self._stopping or self._secret is None:
             raise _Rejected(503, "stopping", "the connector is stopping; retry later")
 
-        # Before any body is read or hashed, so a flood costs the hub little.
-        wait = self._buckets[source].take()
-        if wait > 0:
-            raise _Rejected(429, "rate_limited", f"over {config.rate_per_s:g} requests/s (burst {config.burst})",
-                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
-
-        timestamp_text = request.headers.get(HEADER_TIMESTAMP)
-        signature = request.headers.get(HEADER_SIGNATURE)
-        if not timestamp_text or not signature:
-            missing = [h for h, v in ((HEADER_TIMESTAMP, timestamp_text), (HEADER_SIGNATURE, signature)) if not v]
-            raise _Rejected(401, "missing_headers", f"missing header(s): {', '.join(missing)}",
-                            headers={"WWW-Authenticate": "EduHub-HMAC"})
-        if not _TIMESTAMP.match(timestamp_text.strip()):
-            raise _Rejected(401, "bad_timestamp", f"{HEADER_TIMESTAMP} must be unix time in whole seconds",
-                            headers={"WWW-Authenticate": "EduHub-HMAC"})
-        timestamp = int(timestamp_text.strip())
+        # The headers first: a request that is not signed, or signed long ago, costs no body read.
         now = time.time()
-        if abs(now - timestamp) > config.max_skew_s:
-            raise _Rejected(401, "stale", f"{HEADER_TIMESTAMP} is more than {config.max_skew_s} s from the hub's "
-                                          "clock; sign with the current time",
-                            headers={"WWW-Authenticate": "EduHub-HMAC"})
-
-        body = await self._read_body(request)
-
-        signature = signature.strip()
-        expected = sign(self._secret, timestamp, body)
-        if not _SIGNATURE.match(signature) or not hmac.compare_digest(expected, signature.lower()):
+        timestamp, signature = signature_headers(request, config.max_skew_s, now)
+        body = await read_body(request, config.max_body_bytes, config.read_timeout_s)
+        if not hmac.compare_digest(sign(self._secret, timestamp, body), signature):
             raise _Rejected(403, "bad_signature", f"{HEADER_SIGNATURE} does not match the body and timestamp")
-
-        signature = signature.lower()
         self._sweep_seen(now)
         if signature in self._seen:
             raise _Rejected(401, "replayed", "this signed request was received before; re-sign with a new timestamp",
                             headers={"WWW-Authenticate": "EduHub-HMAC"})
+        # Only a request signed with the source's key spends the source's budget: nobody else can exhaust it.
+        wait = self._buckets[source].take()
+        if wait > 0:
+            raise _Rejected(429, "rate_limited", f"over {config.rate_per_s:g} requests/s (burst {config.burst})",
+                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
         self._seen[signature] = timestamp + config.max_skew_s
 
         envelopes = self._envelopes(body)
@@ -298,23 +260,6 @@ class HttpConnector(SourceConnector):
         if response.status == 503:
             self._seen.pop(signature, None)  # nothing or part of it published: an identical resend may retry
         return response
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.config.max_body_bytes
-        too_large = _Rejected(413, "too_large", f"the body is over {limit} bytes; send fewer events per request")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _sweep_seen(self, now: float) -> None:
         if now - self._swept < _SWEEP_EVERY_S:
@@ -349,6 +294,9 @@ class HttpConnector(SourceConnector):
         sources = {self.config.source}
         for index, item in enumerate(docs):
             _, found = check_envelope(item, entities=self._entities, sources=sources, topic_source=self.config.source)
+            # Text that cannot be written as UTF-8 (a lone surrogate) could never be published: refuse it here.
+            # A control character inside `data` is the validator's to dead-letter, like any data problem.
+            found += [p for p in text_problems(body, item) if p.rule != "schema.control_char"]
             problems.extend(_problem(index, p) for p in found)
         if problems:
             bad = len({p["index"] for p in problems})

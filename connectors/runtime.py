@@ -6,13 +6,14 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from connectors.base import KINDS, ConnectorConfig, SourceConnector, SourceRecord
 from hub.core.backoff import backoff_s, half_jitter
@@ -21,6 +22,7 @@ from hub.kafka.io import read_to_end
 from hub.core.metrics import HubMetrics
 from hub.contract.topics import ingest_topic
 from hub.kafka.admin import ensure_topics
+from hub.kafka.clients import KafkaClients
 
 log = logging.getLogger(__name__)
 # Where each kind lives; imported on first use so a hub without spreadsheets never loads openpyxl.
@@ -38,8 +40,10 @@ def connector_class(kind: str) -> type[SourceConnector]:
     return KINDS[kind]
 
 
-def build_connectors(config: HubConfig) -> list[SourceConnector]:
-    """Instantiate every connector of hub.yaml, validating each against its kind's config model."""
+def build_connectors(config: HubConfig, kafka: KafkaClients | None = None) -> list[SourceConnector]:
+    """Instantiate every connector of hub.yaml, validating each against its kind's config model, each with
+    the Kafka connection of its principal (`kafka`: the hub's, default from hub.yaml)."""
+    kafka = kafka or KafkaClients.from_config(config.kafka)
     built: list[SourceConnector] = []
     names: set[str] = set()
     for index, raw in enumerate(config.connectors):
@@ -65,30 +69,54 @@ def build_connectors(config: HubConfig) -> list[SourceConnector]:
         if connector_config.name in names:
             raise ConfigError(f"hub.yaml: {where}name: connector name {connector_config.name!r} is used twice")
         names.add(connector_config.name)
-        built.append(cls(connector_config))
+        connector = cls(connector_config)
+        connector.kafka = connector_kafka(kafka, connector_config, where)
+        built.append(connector)
     return built
+
+
+def connector_kafka(kafka: KafkaClients, connector: ConnectorConfig, where: str,
+                    environ: dict[str, str] | None = None) -> KafkaClients:
+    """A connector's connection: its own SASL user (kafka_username, password from kafka_password_env) or,
+    unset, the hub's `kafka`. `where` ("connectors.2.") names the entry in errors."""
+    if connector.kafka_username is None and connector.kafka_password_env is None:
+        return kafka
+    if connector.kafka_username is None or connector.kafka_password_env is None:
+        raise ConfigError(f"hub.yaml: {where}kafka_username and {where}kafka_password_env: set both (the connector's "
+                          f"SASL user and the environment variable holding its password) or neither (the hub's user)")
+    if not kafka.sasl:
+        raise ConfigError(f"hub.yaml: {where}kafka_username: kafka.security_protocol is {kafka.security_protocol}, "
+                          f"which has no users: set it to SASL_SSL, or remove kafka_username and kafka_password_env")
+    env = connector.kafka_password_env
+    password = (os.environ if environ is None else environ).get(env, "")
+    if not password:
+        raise ConfigError(f"hub.yaml: {where}kafka_password_env: the environment variable {env} is empty or unset — "
+                          f"set it to the password of Kafka user {connector.kafka_username!r}")
+    return kafka.as_principal(connector.kafka_username, SecretStr(password),
+                              credentials=f"{where}kafka_username and {env}")
 
 
 class OffsetStore:
     """Source offsets of connectors in a compacted topic, keyed by connector name (as Kafka Connect's)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaClients, topic: str) -> None:
+        self.kafka = kafka
         self.topic = topic
 
     async def ensure(self, replication_factor: int) -> None:
-        await ensure_topics(self.bootstrap_servers, [(self.topic, OFFSET_PARTITIONS)], replication_factor,
+        await ensure_topics(self.kafka, [(self.topic, OFFSET_PARTITIONS)], replication_factor,
                             configs={"cleanup.policy": "compact"})
 
     async def read_all(self) -> dict[str, dict[str, Any] | None]:
         """The latest stored offset of every connector (None where it was reset)."""
         offsets: dict[str, dict[str, Any] | None] = {}
-        for message in await read_to_end(self.bootstrap_servers, self.topic):
+        for message in await read_to_end(self.kafka, self.topic):
             offsets[message.key.decode()] = None if message.value is None else json.loads(message.value)
         return offsets
 
     async def write(self, producer: AIOKafkaProducer, name: str, offset: dict[str, Any] | None) -> None:
-        """Store (None: reset) a connector's offset; returns once Kafka acknowledged it."""
+        """Store (None: reset) a connector's offset through `producer` (the connector's principal);
+        returns once Kafka acknowledged it."""
         value = None if offset is None else json.dumps(offset, ensure_ascii=False, sort_keys=True).encode()
         await (await producer.send(self.topic, value, key=name.encode()))
 
@@ -250,36 +278,58 @@ def _fail_waiters(records: Sequence[SourceRecord], exc: BaseException) -> None:
 
 
 class ConnectService:
-    """Every connector of hub.yaml in one process, sharing one idempotent producer."""
+    """Every connector of hub.yaml in one process. Connectors of one principal share one idempotent
+    producer; a connector with its own (kafka_username) gets its own, for its records and its offsets,
+    so that Kafka sees, and its ACLs allow, that principal only. Topics are created and offsets read
+    as the hub's principal."""
 
     def __init__(self, config: HubConfig, metrics: HubMetrics | None = None,
                  connectors: list[SourceConnector] | None = None) -> None:
         self.config = config
         self.metrics = metrics or HubMetrics()
-        self._connectors = connectors if connectors is not None else build_connectors(config)
-        self.offsets = OffsetStore(config.kafka.bootstrap_servers, config.connect.offsets_topic)
+        self.kafka = KafkaClients.from_config(config.kafka)
+        self._connectors = connectors if connectors is not None else build_connectors(config, self.kafka)
+        self.offsets = OffsetStore(self.kafka, config.connect.offsets_topic)
         # acks=all + idempotence: a retried send never duplicates or reorders within a partition.
-        self.producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, enable_idempotence=True,
-                                         acks="all", linger_ms=5)
+        self.producers: dict[KafkaClients, AIOKafkaProducer] = {}
+        for connector in self._connectors:
+            kafka = self._kafka_of(connector)
+            if kafka not in self.producers:
+                self.producers[kafka] = kafka.producer(enable_idempotence=True, acks="all", linger_ms=5)
         self.runtimes: dict[str, ConnectorRuntime] = {}
 
+    def _kafka_of(self, connector: SourceConnector) -> KafkaClients:
+        return connector.kafka or self.kafka
+
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # a refused login, say: close what did start
+            raise
+
+    async def _start(self) -> None:
         kafka = self.config.kafka
         await self.offsets.ensure(kafka.replication_factor)
         sources = sorted({c.config.source for c in self._connectors})
-        await ensure_topics(kafka.bootstrap_servers, [(ingest_topic(s), kafka.ingest_partitions) for s in sources],
+        await ensure_topics(self.kafka, [(ingest_topic(s), kafka.ingest_partitions) for s in sources],
                             kafka.replication_factor)
-        await self.producer.start()
+        for clients, producer in self.producers.items():
+            await clients.start(producer)
+            log.info("publishing as %s", clients.describe())
         stored = await self.offsets.read_all()
         for connector in self._connectors:
-            runtime = ConnectorRuntime(connector, producer=self.producer, offsets=self.offsets, metrics=self.metrics)
+            connector.kafka = self._kafka_of(connector)
+            runtime = ConnectorRuntime(connector, producer=self.producers[connector.kafka], offsets=self.offsets,
+                                       metrics=self.metrics)
             self.runtimes[connector.config.name] = runtime
             await runtime.start(stored.get(connector.config.name))
 
     async def stop(self) -> None:
         for runtime in self.runtimes.values():
             await runtime.stop()
-        await self.producer.stop()
+        for producer in self.producers.values():
+            await producer.stop()
 
     def get(self, name: str) -> ConnectorRuntime:
         if name not in self.runtimes:

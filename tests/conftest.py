@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT_OFFSET = int(os.environ.get("EDUHUB_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {"kafka_port": 29092 + PORT_OFFSET, "controller_port": 29093 + PORT_OFFSET,
               "registry_port": 28081 + PORT_OFFSET}
+# The connector REST API requires a bearer token (connect.token_env): `eduhub connect`, the workers' status pages
+# and `eduhub connectors` started by the suite inherit this one.
+CONNECT_TOKEN = os.environ.setdefault("EDUHUB_CONNECT_TOKEN", f"test-suite-connect-token-{uuid.uuid4().hex}")
+CONNECT_AUTH = {"Authorization": f"Bearer {CONNECT_TOKEN}"}
 
 
 def _need(tool: str) -> None:
@@ -45,6 +49,31 @@ def local_stack(tmp_path_factory) -> LocalStack:
     _need("mvn")
     state_dir = Path(os.environ.get("EDUHUB_TEST_STATE_DIR", tmp_path_factory.mktemp("local")))
     stack = LocalStack(LocalConfig(state_dir=state_dir, **TEST_PORTS))
+    try:
+        stack.up(echo=lambda line: print(line, file=sys.stderr))
+    except Exception:
+        stack.down(echo=lambda line: None)
+        raise
+    yield stack
+    stack.down(echo=lambda line: None)
+
+
+# The secure stack (`eduhub local up --secure`: SASL_SSL + SCRAM, TLS, StandardAuthorizer) of tests/integration/
+# test_acl.py, on ports of its own 100 above the plain stack's. Its users: the principals of that test's hub.yaml.
+SECURE_TEST_PORTS = {name: port + 100 for name, port in TEST_PORTS.items()}
+SECURE_TEST_USERS = ("hub", "conn-a", "conn-b", "sub-alpha", "sub-beta", "alice")
+
+
+@pytest.fixture(scope="session")
+def secure_stack(tmp_path_factory) -> LocalStack:
+    """A real single-node Kafka in secure mode and its registry (kafkasql over SASL_SSL), stopped at the end."""
+    from hub.demo.secure import User, env_name
+
+    _need("java")
+    _need("mvn")
+    users = [User(name, env_name(name), "test user") for name in SECURE_TEST_USERS]
+    stack = LocalStack(LocalConfig(state_dir=tmp_path_factory.mktemp("secure"), **SECURE_TEST_PORTS),
+                       secure=True, users=users)
     try:
         stack.up(echo=lambda line: print(line, file=sys.stderr))
     except Exception:
@@ -72,9 +101,10 @@ def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port:
 class WorkerProcess:
     """`eduhub worker` as a child process, stopped by its pid."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
-        self.config: HubConfig = load_config(config_path, environ={})
+        self.env = env or {}  # extra environment, e.g. EDUHUB_KAFKA_PASSWORD for a secure broker
+        self.config: HubConfig = load_config(config_path, environ=self.env)
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
@@ -83,7 +113,7 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.config.worker.web_port}"
 
     def start(self, ready_timeout: float = 120.0) -> "WorkerProcess":
-        env = {**os.environ, "EDUHUB_CONFIG": str(self.config_path)}
+        env = {**os.environ, **self.env, "EDUHUB_CONFIG": str(self.config_path)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "hub", "worker"], stdout=log,
                                             stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -8,20 +8,28 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from hub.kafka import io as kafkaio
 from hub.kafka.admin import partitions_of
+from hub.kafka.clients import KafkaClients
+
+# Every helper takes the broker as "host:port" (plaintext) or as a KafkaClients (a secure listener).
+Broker = str | KafkaClients
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
+def clients(bootstrap: Broker) -> KafkaClients:
+    return bootstrap if isinstance(bootstrap, KafkaClients) else KafkaClients.plain(bootstrap)
+
+
+async def _partitions(bootstrap: Broker, topic: str) -> list[int]:
     try:
-        return await partitions_of(bootstrap, topic)
+        return await partitions_of(clients(bootstrap), topic)
     except LookupError:
         return []
 
 
-async def _read_until(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s: float) -> list:
+async def _read_until(bootstrap: Broker, topic: str, done: Callable[[list], bool], bound_s: float) -> list:
     partitions = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound_s
@@ -29,8 +37,8 @@ async def _read_until(bootstrap: str, topic: str, done: Callable[[list], bool], 
         partitions = await _partitions(bootstrap, topic)
         if not partitions:
             await asyncio.sleep(0.5)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = clients(bootstrap).consumer(group_id=None, enable_auto_commit=False,
+                                           isolation_level="read_committed")
     await consumer.start()
     records: list = []
     try:
@@ -46,14 +54,14 @@ async def _read_until(bootstrap: str, topic: str, done: Callable[[list], bool], 
     return records
 
 
-def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], bound_s: float = 60.0) -> list:
+def read_topic(bootstrap: Broker, topic: str, done: Callable[[list], bool], bound_s: float = 60.0) -> list:
     """Committed records of a topic from the beginning, read until `done(records)` or the bound."""
     return asyncio.run(_read_until(bootstrap, topic, done, bound_s))
 
 
-def read_to_end(bootstrap: str, topic: str) -> list:
+def read_to_end(bootstrap: Broker, topic: str) -> list:
     """Every committed record of a topic up to its current end (a snapshot, no waiting)."""
-    return asyncio.run(kafkaio.read_to_end(bootstrap, topic))
+    return asyncio.run(kafkaio.read_to_end(clients(bootstrap), topic))
 
 
 def wait_until(predicate: Callable[[], bool], bound_s: float = 60.0, interval_s: float = 0.5) -> bool:
@@ -69,11 +77,11 @@ def wait_until(predicate: Callable[[], bool], bound_s: float = 60.0, interval_s:
         time.sleep(interval_s)
 
 
-def produce_raw(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
+def produce_raw(bootstrap: Broker, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
     """Produce (key, value) pairs as they are, in order, and wait for the acknowledgements."""
 
     async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+        producer = clients(bootstrap).producer(enable_idempotence=True)
         await producer.start()
         try:
             for key, value in values:

@@ -33,6 +33,10 @@ SCHEMA_DECISIONS = (
     "the school subject list); exam.result.scores is a map keyed by exam subject code.",
     "Only the `address` field of school.student carries `pii`, not its parts; school.school.phone "
     "is not PII (a school's public number).",
+    "Person-level keys that identify a person across systems carry `\"eduhub.identifier\": true`: "
+    "application_id, registration_id, exam.result.candidate_number, teacher_id (also in school.score) "
+    "and school.class.homeroom_teacher_id. They are not PII by the data dictionary, but subscription "
+    "policies treat them as PII, so two subscribers that protect persons cannot join on them.",
     "Enums that will grow end with `UNKNOWN`, their Avro default; closed lists (Gender, "
     "ForeignLanguage, PriorityArea, PassResult, subject codes) have none.",
 )
@@ -79,6 +83,12 @@ def _named_types(schema: Any, found: dict[str, dict]) -> dict[str, dict]:
     return found
 
 
+def _tag_text(field: dict) -> str:
+    """The PII / identifier column of a field (tags of nested fields are listed with their record)."""
+    return " ".join(text for attr, text in (("pii", "**PII**"), ("eduhub.identifier", "identifier"))
+                    if field.get(attr) is True)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -94,13 +104,13 @@ def entity_section(entity: EntitySchema) -> list[str]:
         f"record `{schema['namespace']}.{schema['name']}`",
         "- key: " + " `|` ".join(f"`{name}`" for name in entity.key_fields),
         "",
-        "| field | type | required | PII | meaning |",
+        "| field | type | required | PII / identifier | meaning |",
         "|---|---|---|---|---|",
     ]
     for field in schema["fields"]:
         required = "default " + json.dumps(field["default"]) if "default" in field else "yes"
         lines.append(f"| `{field['name']}` | {_cell(_type_text(field['type']))} | {_cell(required)} | "
-                     f"{'**PII**' if field.get('pii') else ''} | {_cell(field.get('doc', ''))} |")
+                     f"{_tag_text(field)} | {_cell(field.get('doc', ''))} |")
     named = [t for t in _named_types(schema, {}).values() if t is not schema]
     for named_type in named:
         lines += ["", f"`{named_type['name']}`: {_cell(named_type.get('doc', ''))}"]
@@ -110,6 +120,7 @@ def entity_section(entity: EntitySchema) -> list[str]:
             lines.append(f"symbols {symbols}{default}")
         else:
             lines.append("fields " + ", ".join(f"`{f['name']}` {_cell(_type_text(f['type']))}"
+                                               + (f" ({_tag_text(f)})" if _tag_text(f) else "")
                                                for f in named_type["fields"]))
     return lines + [""]
 
@@ -129,8 +140,11 @@ names, codes and rules: the data dictionary (`shared/domain/DATA_DICTIONARY.md`)
   4-byte big-endian schema id, the Avro binary body. Any Confluent-compatible deserializer reads them.
 - The Kafka key is the entity key as UTF-8 text; keys built from several fields join them with `|`.
 - A delete (`op` = `d`) is a tombstone: the key with a null value.
-- Fields marked **PII** carry the Avro attribute `"pii": true`; subscription policies mask,
-  pseudonymise or drop them.
+- Fields marked **PII** carry the Avro attribute `"pii": true`; fields marked identifier carry
+  `"eduhub.identifier": true` (a person-level key such as `application_id`). Subscription policies
+  keep, mask, pseudonymise or drop both alike, at any depth (a tagged field inside a record, an
+  array, a map or a union counts too). A schema version that removes either tag fails
+  `eduhub schemas check` unless `schemas/pii-changes.yaml` acknowledges it.
 - Text is Unicode NFC, trimmed, inner whitespace collapsed (input may arrive NFD). Old and new
   tone placement (hòa/hoà) are both valid and kept as sent. Dates are `date` (days since
   1970-01-01), timestamps `timestamp-millis` in UTC, scores and points `decimal`.

@@ -1,4 +1,12 @@
-"""Schema evolution: the working tree's schemas against the registry and git (BACKWARD_TRANSITIVE)."""
+"""Schema evolution: the working tree's schemas against the registry and git (BACKWARD_TRANSITIVE, PII tags).
+
+Avro's compatibility ignores custom attributes, so a version that removes a `"pii": true` or
+`"eduhub.identifier": true` tag (hub.contract.pii) passes it, and the field would then reach
+every subscriber in clear. Both checks therefore also refuse a field (at any depth) that carries
+such a tag in an earlier version and not in the new one, unless `schemas/pii-changes.yaml`
+acknowledges that removal: an entry with `entity`, `field` (the dotted path), `tag` (`pii` or
+`eduhub.identifier`) and a non-empty `reason`. The file is committed and reviewed like a schema.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import avro.schema
+import yaml
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from hub.contract.pii import TAGS, field_tags
 from hub.contract.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.contract.schemas import Catalogue
+
+ACKNOWLEDGEMENTS = "pii-changes.yaml"  # in the schema folder, next to the domains
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,88 @@ def compare(reader: dict, writer: dict, *, subject: str, against: str) -> Incomp
                            tuple(sorted(str(m) for m in result.messages)))
 
 
+@dataclass(frozen=True)
+class TagRemoval:
+    """A field lost its `pii` or `eduhub.identifier` tag and no acknowledgement covers it."""
+
+    subject: str
+    entity: str
+    against: str
+    field: str
+    tag: str
+
+    def __str__(self) -> str:
+        return (f"{self.subject}: field {self.field} lost its \"{self.tag}\": true tag ({self.against} has it), so "
+                f"its values would reach every subscriber in clear: put the tag back, or acknowledge the removal "
+                f"in schemas/{ACKNOWLEDGEMENTS} with an entry {{entity: {self.entity}, field: {self.field}, "
+                f"tag: {self.tag}, reason: <why it no longer identifies a person>}}")
+
+
+@dataclass(frozen=True)
+class AcknowledgementError:
+    """schemas/pii-changes.yaml cannot be read as a list of acknowledgements."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return f"schemas/{ACKNOWLEDGEMENTS}: {self.message}"
+
+
+def load_acknowledgements(root: Path) -> tuple[set[tuple[str, str, str]], list[AcknowledgementError]]:
+    """The acknowledged tag removals as (entity, field, tag), and what is wrong with the file."""
+    path = root / ACKNOWLEDGEMENTS
+    if not path.exists():
+        return set(), []
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        return set(), [AcknowledgementError(f"not YAML: {exc}")]
+    entries = loaded.get("acknowledged") if isinstance(loaded, dict) else None
+    if not isinstance(entries, list):
+        return set(), [AcknowledgementError("expected a mapping with the list `acknowledged`")]
+    found, errors = set(), []
+    for i, entry in enumerate(entries):
+        keys = {"entity", "field", "tag", "reason"}
+        if not isinstance(entry, dict) or set(entry) != keys:
+            errors.append(AcknowledgementError(f"acknowledged[{i}]: expected exactly the keys "
+                                               f"entity, field, tag and reason"))
+            continue
+        if entry["tag"] not in TAGS:
+            errors.append(AcknowledgementError(f"acknowledged[{i}].tag: expected one of {', '.join(TAGS)}"))
+            continue
+        if not isinstance(entry["reason"], str) or not entry["reason"].strip():
+            errors.append(AcknowledgementError(f"acknowledged[{i}].reason: say why the field is no longer "
+                                               f"personal data"))
+            continue
+        found.add((str(entry["entity"]), str(entry["field"]), entry["tag"]))
+    return found, errors
+
+
+def tag_removals(new: dict, old: dict, *, entity: str, subject: str, against: str,
+                 acknowledged: set[tuple[str, str, str]]) -> list[TagRemoval]:
+    """Fields (at any depth) tagged in `old` and still present, untagged, in `new`, unless acknowledged."""
+    new_tags = field_tags(new)
+    return [TagRemoval(subject, entity, against, path, tag)
+            for path, tags in field_tags(old).items() if path in new_tags
+            for tag in sorted(tags - new_tags[path]) if (entity, path, tag) not in acknowledged]
+
+
+def _privacy_problems(catalogue: Catalogue, versions: dict[str, list[tuple[str, dict]]]) -> list[Any]:
+    """Tag removals against each entity's earlier versions (each field named once: the newest version that
+    had the tag), and errors in the acknowledgement file."""
+    root = next(iter(catalogue.entities.values())).path.parents[1]
+    acknowledged, problems = load_acknowledgements(root)
+    seen: set[tuple[str, str, str]] = set()
+    for entity in catalogue.entities.values():
+        for against, old in versions.get(entity.entity, []):
+            for removal in tag_removals(entity.schema, old, entity=entity.entity, subject=entity.subject,
+                                        against=against, acknowledged=acknowledged):
+                if (removal.subject, removal.field, removal.tag) not in seen:
+                    seen.add((removal.subject, removal.field, removal.tag))
+                    problems.append(removal)
+    return problems
+
+
 def git_versions(path: Path) -> list[tuple[str, dict]]:
     """Every committed version of a schema file, newest first, as (short commit, schema)."""
     root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True, text=True)
@@ -74,15 +168,18 @@ def git_versions(path: Path) -> list[tuple[str, dict]]:
     return versions
 
 
-def check_against_git(catalogue: Catalogue) -> list[Incompatibility]:
-    """The working tree against every committed version of each schema (transitively, like the registry)."""
-    found = []
+def check_against_git(catalogue: Catalogue) -> list[Any]:
+    """The working tree against every committed version of each schema (transitively, like the registry):
+    incompatibilities, then removed PII tags."""
+    found: list[Any] = []
+    versions: dict[str, list[tuple[str, dict]]] = {}
     for entity in catalogue.entities.values():
         for commit, old in git_versions(entity.path):
+            versions.setdefault(entity.entity, []).append((f"git {commit}", old))
             problem = compare(entity.schema, old, subject=entity.subject, against=f"git {commit}")
             if problem:
                 found.append(problem)
-    return found
+    return found + _privacy_problems(catalogue, versions)
 
 
 async def registry_versions(registry: SchemaRegistry, subject: str) -> list[tuple[int, dict]]:
@@ -95,14 +192,17 @@ async def registry_versions(registry: SchemaRegistry, subject: str) -> list[tupl
     return [(v, json.loads(await registry.schema_of_version(subject, v))) for v in versions]
 
 
-async def check_against_registry(catalogue: Catalogue, registry: SchemaRegistry) -> list[Incompatibility]:
-    found = []
+async def check_against_registry(catalogue: Catalogue, registry: SchemaRegistry) -> list[Any]:
+    """The working tree against every registered version: incompatibilities, then removed PII tags."""
+    found: list[Any] = []
+    versions: dict[str, list[tuple[str, dict]]] = {}
     for entity in catalogue.entities.values():
         for version, old in await registry_versions(registry, entity.subject):
+            versions.setdefault(entity.entity, []).insert(0, (f"registry version {version}", old))  # newest first
             problem = compare(entity.schema, old, subject=entity.subject, against=f"registry version {version}")
             if problem:
                 found.append(problem)
-    return found
+    return found + _privacy_problems(catalogue, versions)
 
 
 async def publish(catalogue: Catalogue, registry: SchemaRegistry) -> dict[str, int]:

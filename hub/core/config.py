@@ -6,10 +6,10 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 
@@ -24,6 +24,9 @@ def check_id(value: str) -> str:
 # environment a hub runs in, not to the file checked into a repository.
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EDUHUB_KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "EDUHUB_KAFKA_USERNAME": ("kafka", "username"),
+    "EDUHUB_KAFKA_PASSWORD": ("kafka", "password"),
+    "EDUHUB_KAFKA_SSL_KEY_PASSWORD": ("kafka", "ssl_key_password"),
     "EDUHUB_REGISTRY_URL": ("registry", "url"),
     "EDUHUB_REGISTRY_USERNAME": ("registry", "username"),
     "EDUHUB_REGISTRY_PASSWORD": ("registry", "password"),
@@ -32,6 +35,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EDUHUB_WEB_PORT": ("worker", "web_port"),
     "EDUHUB_CONNECT_URL": ("worker", "connect_url"),
     "EDUHUB_CONNECT_HOST": ("connect", "host"),
+    "EDUHUB_CONNECT_ALLOWED_HOSTS": ("connect", "allowed_hosts"),
     "EDUHUB_LOCAL_KAFKA_PORT": ("local", "kafka_port"),
     "EDUHUB_LOCAL_REGISTRY_PORT": ("local", "registry_port"),
     "EDUHUB_LOCAL_STATE_DIR": ("local", "state_dir"),
@@ -61,6 +65,27 @@ class KafkaConfig(_Section):
     replication_factor: int = Field(
         1, ge=1, le=10, description="replication factor of topics the hub creates (3 on a production cluster)"
     )
+    dlq_retention_days: int = Field(
+        30, ge=1, le=3650, description="days a dead letter is kept in the hub.dlq.* topics the hub creates "
+        "(they hold the original records, personal data included: keep it no longer than needed to fix and replay)"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every client reaches the brokers: PLAINTEXT (the embedded local broker), SSL, "
+        "SASL_PLAINTEXT or SASL_SSL (SCRAM over TLS: production)")
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with SASL_*: SCRAM-SHA-512 or SCRAM-SHA-256")
+    username: str | None = Field(None, min_length=1, description="the hub's SASL user (worker and CLI tools), "
+                                 "needed with SASL_*; a connector may have its own (kafka_username)")
+    password: SecretStr | None = Field(None, description="the SASL password: set EDUHUB_KAFKA_PASSWORD, never hub.yaml")
+    ssl_cafile: Path | None = Field(None, description="PEM file of the CA that signed the brokers' certificates, "
+                                    "with SSL/SASL_SSL (default: the system's CAs)")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require one "
+                                      "(with ssl_keyfile)")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile: set "
+                                               "EDUHUB_KAFKA_SSL_KEY_PASSWORD")
+    ssl_check_hostname: bool = Field(True, description="check that a broker's certificate names the host connected "
+                                     "to (keep true outside tests)")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -70,6 +95,44 @@ class KafkaConfig(_Section):
             if not host or not port.isdigit():
                 raise ValueError(f"{part.strip()!r} is not host:port")
         return value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaConfig:
+        problems = []
+        protocol = self.security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        # keys set away from their default that this protocol ignores (a dumped config round-trips)
+        changed = {k for k in self.model_fields_set if getattr(self, k) != type(self).model_fields[k].default}
+        unused = [k for k in ("sasl_mechanism", "username", "password") if not sasl and k in changed]
+        unused += [k for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password", "ssl_check_hostname")
+                   if not tls and k in changed]
+        if unused:
+            names = ", ".join("kafka.password (EDUHUB_KAFKA_PASSWORD)" if k == "password" else
+                              "kafka.ssl_key_password (EDUHUB_KAFKA_SSL_KEY_PASSWORD)" if k == "ssl_key_password"
+                              else f"kafka.{k}" for k in unused)
+            problems.append(f"kafka.security_protocol is {protocol}, which does not use {names}: remove them, or "
+                            f"set kafka.security_protocol to one that does (SASL_SSL: SCRAM over TLS)")
+        if sasl and not self.username:
+            problems.append(f"kafka.username: kafka.security_protocol is {protocol}: set the hub's SASL user")
+        if sasl and self.password is None:
+            problems.append(f"kafka.password: kafka.security_protocol is {protocol}: set the environment variable "
+                            f"EDUHUB_KAFKA_PASSWORD to the password of kafka.username")
+        if tls:
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                path = getattr(self, key)
+                if path is not None and not path.is_file():
+                    problems.append(f"kafka.{key}: {path} does not exist or is not a file")
+                elif path is not None and not os.access(path, os.R_OK):
+                    problems.append(f"kafka.{key}: {path} is not readable by this user")
+            if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+                problems.append("kafka.ssl_certfile and kafka.ssl_keyfile: set both (a client certificate and its "
+                                "private key) or neither")
+            if self.ssl_key_password is not None and self.ssl_keyfile is None:
+                problems.append("kafka.ssl_key_password (EDUHUB_KAFKA_SSL_KEY_PASSWORD): set without "
+                                "kafka.ssl_keyfile")
+        if problems:
+            raise ValueError("\n    ".join(problems))
+        return self
 
 
 class RegistryConfig(_Section):
@@ -125,6 +188,13 @@ class WorkerConfig(_Section):
         120.0, ge=5, le=3600,
         description="/healthz fails when a stage's loop has not turned for this many seconds (a stalled stage)",
     )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the worker's web server (status "
+                                       "page, /metrics, /healthz, /readyz); with tls_key_file it serves HTTPS")
+    tls_key_file: Path | None = Field(None, description="PEM private key (unencrypted) of tls_cert_file")
+    connect_ca_file: Path | None = Field(
+        None, description="PEM CA bundle that verifies the connector runtime's HTTPS certificate (status page and "
+        "`eduhub connectors`; default: the system's CAs)",
+    )
 
 
 class SourceConfig(_Section):
@@ -163,6 +233,24 @@ class ExamConfig(_Section):
 class ConnectConfig(_Section):
     host: str = Field("127.0.0.1", description="address the connector runtime's REST API binds")
     port: int = Field(8083, ge=1, le=65535, description="port of the connector runtime's REST API (as Kafka Connect)")
+    token_env: str = Field(
+        "EDUHUB_CONNECT_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the REST API's bearer token (at least 16 characters; "
+        "`eduhub connectors` and the worker's status page send it; `make run` makes one per run)",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names the REST API answers to besides localhost, 127.0.0.1, ::1, connect.host and "
+        "worker.connect_url's host, e.g. [connect.hub.internal] (Host header check against DNS rebinding)",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the REST API; with "
+                                       "tls_key_file it serves HTTPS")
+    tls_key_file: Path | None = Field(None, description="PEM private key (unencrypted) of tls_cert_file")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
     # The literal is hub.contract.topics.CONNECT_OFFSETS_TOPIC (core imports nothing of ours; a unit test checks they agree).
     offsets_topic: str = Field("hub.connect.offsets", description="compacted topic holding connectors' source offsets")
 
@@ -171,6 +259,15 @@ class RoutingConfig(_Section):
     key_env: str = Field("EDUHUB_PSEUDONYM_KEY", pattern=r"^[A-Z][A-Z0-9_]*$",
                          description="name of the environment variable holding the master key of pseudonyms "
                                      "and audit references (keep it secret and stable: changing it changes every pseudonym)")
+
+
+class AclConfig(_Section):
+    operators: list[str] = Field(
+        ["User:admin"], description="Kafka principals allowed to read hub.dlq.* and hub.audit and to replay "
+        "dead letters, e.g. [User:admin, User:alice] (`eduhub acl plan`)")
+    hub_principal: str | None = Field(
+        None, pattern=r"^User:[A-Za-z0-9._-]+$",
+        description="the worker's Kafka principal (default: User:<kafka.username>, else User:hub)")
 
 
 class HubConfig(_Section):
@@ -184,6 +281,7 @@ class HubConfig(_Section):
         default_factory=list, description="connector instances: name, kind, source and the kind's own keys")
     exam: ExamConfig = Field(default_factory=ExamConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    acl: AclConfig = Field(default_factory=AclConfig)
     subscriptions: list[dict[str, Any]] = Field(
         default_factory=list, description="subscribers: id, entities, filter, fields, pii policies, delivery")
 
@@ -234,6 +332,9 @@ def format_errors(error: ValidationError, origin: str, model: type[BaseModel] | 
     return "\n".join(lines)
 
 
+SECRET_ENV = ("EDUHUB_KAFKA_PASSWORD", "EDUHUB_KAFKA_SSL_KEY_PASSWORD", "EDUHUB_REGISTRY_PASSWORD")
+
+
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> list[str]:
     applied = []
     for name, path in ENV_OVERRIDES.items():
@@ -271,6 +372,11 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (kafka, registry, worker, sources, ...)")
         raw = loaded
+    for name in SECRET_ENV:  # a file is copied, committed and shown on screens: secrets come from the environment
+        section, key = ENV_OVERRIDES[name]
+        if isinstance(raw.get(section), dict) and raw[section].get(key) is not None:
+            raise ConfigError(f"{origin}: {section}.{key}: a secret does not belong in the config file; "
+                              f"remove it and set the environment variable {name}")
     applied = _apply_env(raw, environ)
     if applied:
         origin += " + environment (" + ", ".join(applied) + ")"

@@ -18,10 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 import httpx
 
 from hub.core.config import LocalConfig
+
+if TYPE_CHECKING:
+    from hub.demo.secure import User
 
 DEPLOY_DIR = Path(os.environ.get("EDUHUB_DEPLOY_DIR", Path(__file__).resolve().parents[2] / "deploy"))
 KAFKA_POM = DEPLOY_DIR / "kafka" / "pom.xml"
@@ -147,7 +151,7 @@ class LocalStack:
         stack.down()     # SIGTERM, then SIGKILL after 30 s, by the recorded pids only
     """
 
-    def __init__(self, config: LocalConfig) -> None:
+    def __init__(self, config: LocalConfig, secure: bool = False, users: list[User] | tuple[User, ...] = ()) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir).resolve()
         self.cache_dir = Path(config.cache_dir).expanduser()
@@ -156,6 +160,10 @@ class LocalStack:
         # Passed to each JVM as a system property, so a pid is only ever taken for ours.
         self.marker = f"-Deduhub.local={self.state_dir}"
         self._children: dict[int, subprocess.Popen] = {}
+        # Secure mode (`--secure`): SASL_SSL + SCRAM, TLS from a throwaway CA, StandardAuthorizer (hub/demo/secure.py).
+        if secure:
+            from hub.demo.secure import SecureSetup
+        self.secure = SecureSetup(self.state_dir, users) if secure else None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -193,9 +201,19 @@ class LocalStack:
         # Kafka first: the registry keeps its schemas in it.
         self._ensure(parts, "kafka", lambda: self._start_kafka(java, resolve_kafka(self.cache_dir, echo)),
                      self._kafka_answers, echo)
+        self._secure_users()
         self._ensure(parts, "registry", lambda: self._start_registry(java, resolve_registry(self.cache_dir, echo)),
                      self._registry_answers, echo)
         return parts
+
+    def _secure_users(self) -> None:
+        """Secure mode, broker up: create users added to hub.yaml since the format, and the registry's ACLs."""
+        if self.secure is not None:
+            from hub.demo.secure import grant_registry, sync_users
+
+            admin = self.secure.confluent_config(self.bootstrap_servers)
+            sync_users(admin, self.secure.prepare())
+            grant_registry(admin)
 
     def _ensure(self, parts: dict[str, Part], name: str, start: Callable[[], Part], answers: Callable[[], bool],
                 echo: Callable[[str], None]) -> None:
@@ -221,19 +239,33 @@ class LocalStack:
         cfg = self.config
         data_dir = self.state_dir / "kafka-data"
         properties = self.state_dir / "server.properties"
-        template = Template((DEPLOY_DIR / "kafka" / "server.properties").read_text())
-        properties.write_text(template.substitute(
-            kafka_port=cfg.kafka_port, controller_port=cfg.controller_port, data_dir=data_dir))
+        values = dict(kafka_port=cfg.kafka_port, controller_port=cfg.controller_port, data_dir=data_dir)
+        text = Template((DEPLOY_DIR / "kafka" / "server.properties").read_text()).substitute(values)
+        mode_file, mode = self.state_dir / "kafka-mode", "secure" if self.secure else "plain"
+        if (data_dir / "meta.properties").exists() and (mode_file.read_text().strip() if mode_file.exists()
+                                                        else "plain") != mode:
+            raise LocalError(f"{data_dir} was formatted for a {'plain' if self.secure else 'secure'} broker: run "
+                             f"`eduhub local down` and delete {data_dir}, or use another local.state_dir")
+        if self.secure is not None:
+            self.secure.prepare()
+            text = self.secure.server_properties(text, Template((DEPLOY_DIR / "kafka" / "secure.properties")
+                                                                .read_text()), **values)
+        properties.unlink(missing_ok=True)
+        properties.touch(mode=0o600)  # secure mode: it holds the admin password
+        properties.write_text(text)
         classpath = f"{libs}/*"
         if not (data_dir / "meta.properties").exists():
             formatted = subprocess.run(
                 # `--cluster-id=ID`, not `-t ID`: one id in 64 starts with "-", which argparse
-                # would take for an option.
+                # would take for an option. Secure mode adds `--add-scram` for every user.
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                 f"--cluster-id={_cluster_id()}", "-c", str(properties)],
+                 f"--cluster-id={_cluster_id()}", "-c", str(properties),
+                 *(self.secure.format_args() if self.secure else [])],
                 capture_output=True, text=True, check=False)
             if formatted.returncode != 0:
-                raise LocalError(f"formatting KRaft storage failed: {formatted.stderr or formatted.stdout}")
+                out = formatted.stderr or formatted.stdout
+                raise LocalError(f"formatting KRaft storage failed: {self.secure.redact(out) if self.secure else out}")
+            mode_file.write_text(mode)
         argv = [java, self.marker, f"-Xmx{cfg.kafka_heap}", f"-Xms{cfg.kafka_heap}",
                 f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'kafka' / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.logs}", "-cp", classpath, "kafka.Kafka", str(properties)]
@@ -246,7 +278,7 @@ class LocalStack:
                 # Schemas live in a Kafka topic (like Confluent's _schemas), so ids survive restarts.
                 "-Dapicurio.storage.kind=kafkasql",
                 f"-Dapicurio.kafkasql.bootstrap.servers={self.bootstrap_servers}",
-                "-jar", str(jar)]
+                *(self.secure.registry_args() if self.secure else []), "-jar", str(jar)]
         return self._spawn("registry", argv, self.registry_url, jar.parent)
 
     def _kafka_answers(self) -> bool:
@@ -256,7 +288,8 @@ class LocalStack:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
         async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000,
+                                        **(self.secure.aiokafka_kwargs() if self.secure else {}))
             try:
                 await admin.start()
                 await admin.list_topics()
@@ -319,6 +352,7 @@ class LocalStack:
         if name == "kafka":
             self._ensure(parts, "kafka", lambda: self._start_kafka(java, resolve_kafka(self.cache_dir, echo)),
                          self._kafka_answers, echo)
+            self._secure_users()
         elif name == "registry":
             if not self._kafka_answers():
                 raise LocalError("the registry keeps its schemas in Kafka: start the broker first")

@@ -24,11 +24,34 @@ from hub.demo.local import LocalStack
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import Catalogue, to_json
 from hub.kafka.admin import partitions_of
+from hub.kafka.clients import KafkaClients
 
 DEMO_DIR = Path(".eduhub/demo")  # where hub.yaml's demo connectors find their databases and folders
 SECRET_ENV = "EDUHUB_HTTP_SECRET"
 DEMO_PSEUDONYM_KEY = "eduhub-demo-pseudonym-key-not-for-production"
 DEMO_WEBHOOK_PORT = 8090  # hub.yaml's HTTP subscribers point here: the demo plays their endpoints
+CONNECT_TOKEN_FILE = "connect.token"  # in local.state_dir while `make run` runs: `eduhub connectors` reads it
+
+
+def connect_token_file(config: HubConfig) -> Path:
+    """Where `make run` leaves the REST API token it made (owner-only), for `eduhub connectors` in another shell."""
+    return Path(config.local.state_dir) / CONNECT_TOKEN_FILE
+
+
+def hand_out_connect_token(config: HubConfig, env: dict[str, str]) -> Path | None:
+    """Unless the environment already has one, make a random REST API token for this run: the children get it
+    in `env` (the connector runtime requires it, the worker's status page sends it) and the CLI finds it in
+    `connect_token_file` (mode 0600). Returns the file to remove at the end, if one was written."""
+    if env.get(config.connect.token_env, "").strip():
+        return None
+    env[config.connect.token_env] = token = secrets.token_urlsafe(32)
+    path = connect_token_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(token)
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_TRUNC
+    return path
 
 
 class Child:
@@ -80,7 +103,7 @@ async def subscribe(bootstrap: str, registry_url: str, topics: list[str], stop: 
                     echo: Callable[[str], None], started: float, since_ms: int, counts: dict[str, int]) -> None:
     """A downstream app: a plain Kafka consumer of every canonical topic, printing each record
     written since `since_ms` (so the systems' first snapshot shows, and older runs do not)."""
-    partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
+    partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(KafkaClients.plain(bootstrap), t)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed")
     await consumer.start()
@@ -246,6 +269,7 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
             hooks[subscriber] = env[secret_env].encode()
     if config_path is not None:
         env["EDUHUB_CONFIG"] = str(config_path)
+    token_file = hand_out_connect_token(config, env)
     logs = Path(config.local.state_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
@@ -265,6 +289,8 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         echo(f"status page {web}/  (Vietnamese; English by the button)")
         echo(f"worker      {web}/metrics  {web}/readyz  log {worker.log}")
         echo(f"connectors  {api}/connectors  {api}/metrics  log {connect.log}")
+        echo(f"            REST API token: {token_file or '$' + config.connect.token_env} "
+             "(`eduhub connectors list` reads it)")
         echo(f"ready after {time.monotonic() - started:.1f} s; the seed systems are changing (Ctrl-C stops everything)")
         asyncio.run(_stream(stack, config, secret.encode(), rate, echo, started, since_ms, counts))
     except KeyboardInterrupt:
@@ -276,6 +302,8 @@ def run_demo(config: HubConfig, config_path: Path | None, *, rate: float = 5.0,
         for child in reversed(children):
             child.stop()
             echo(f"stopped {child.name} (pid {child.process.pid})")
+        if token_file is not None:
+            token_file.unlink(missing_ok=True)
         if ours_local:
             stack.down(echo=echo)
 

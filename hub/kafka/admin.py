@@ -10,18 +10,20 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from hub.kafka.clients import KafkaClients
+
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]], replication_factor: int,
+async def ensure_topics(kafka: KafkaClients, topics: Iterable[tuple[str, int]], replication_factor: int,
                         configs: dict[str, str] | None = None) -> list[str]:
     """Create the (name, partitions) topics that do not exist yet; returns the names created.
 
     `configs` are topic configs for the new topics, e.g. {"cleanup.policy": "compact"}.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = kafka.admin()
+    await kafka.start(admin)
     try:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(name, partitions, replication_factor, topic_configs=configs or {})
@@ -59,10 +61,10 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], bound
         await asyncio.sleep(0.2)
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+async def partitions_of(kafka: KafkaClients, topic: str) -> list[int]:
     """The partition numbers of a topic; LookupError when it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = kafka.admin()
+    await kafka.start(admin)
     try:
         described = await admin.describe_topics([topic])
     finally:

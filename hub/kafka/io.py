@@ -6,12 +6,13 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from hub.contract.registry import SchemaRegistry
 from hub.contract.schemas import MAGIC, to_json
 from hub.contract.topics import ingest_topic
 from hub.kafka.admin import ensure_topics, partitions_of
+from hub.kafka.clients import KafkaClients
 
 
 def envelope_key(line: bytes) -> bytes | None:
@@ -25,13 +26,13 @@ def envelope_key(line: bytes) -> bytes | None:
     return key.encode() if isinstance(key, str) else None
 
 
-async def publish_envelopes(bootstrap_servers: str, source: str, lines: Iterable[bytes], *,
+async def publish_envelopes(kafka: KafkaClients, source: str, lines: Iterable[bytes], *,
                             partitions: int = 12, replication_factor: int = 1) -> int:
     """Publish raw envelope lines to ingest.<source>, keyed by entity key, idempotently; returns the count."""
     topic = ingest_topic(source)
-    await ensure_topics(bootstrap_servers, [(topic, partitions)], replication_factor)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True, linger_ms=5)
-    await producer.start()
+    await ensure_topics(kafka, [(topic, partitions)], replication_factor)
+    producer = kafka.producer(enable_idempotence=True, linger_ms=5)
+    await kafka.start(producer)
     count = 0
     try:
         pending = []
@@ -70,16 +71,15 @@ async def decode_value(registry: SchemaRegistry | None, value: bytes | None) -> 
         return _text(value)
 
 
-async def tail(bootstrap_servers: str, topic: str, *, registry: SchemaRegistry | None, from_beginning: bool,
+async def tail(kafka: KafkaClients, topic: str, *, registry: SchemaRegistry | None, from_beginning: bool,
                max_records: int | None, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
     """Decoded records of a topic, as dicts, until `max_records` or `timeout_s` of silence.
 
     Reads committed data only (as a subscriber does) and joins no consumer group.
     """
-    assigned = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                isolation_level="read_committed", group_id=None)
-    await consumer.start()
+    assigned = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+    consumer = kafka.consumer(enable_auto_commit=False, isolation_level="read_committed", group_id=None)
+    await kafka.start(consumer)
     try:
         consumer.assign(assigned)
         if from_beginning:
@@ -109,19 +109,19 @@ async def tail(bootstrap_servers: str, topic: str, *, registry: SchemaRegistry |
         await consumer.stop()
 
 
-async def read_to_end(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
+async def read_to_end(kafka: KafkaClients, topic: str) -> list[ConsumerRecord]:
     """Every committed record of a topic, from the beginning up to its end now (no waiting for more)."""
-    return (await read_range(bootstrap_servers, topic, {}))[0]
+    return (await read_range(kafka, topic, {}))[0]
 
 
-async def read_range(bootstrap_servers: str, topic: str, starts: dict[int, int],
+async def read_range(kafka: KafkaClients, topic: str, starts: dict[int, int],
                      **consumer_options: Any) -> tuple[list[ConsumerRecord], dict[int, int]]:
     """Committed records of a topic from `starts` (partition → offset; others from 0) up to its end now,
     in offset order per partition, and the offset reached in each partition."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap_servers, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", **consumer_options)
-    await consumer.start()
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+                              **consumer_options)
+    await kafka.start(consumer)
     records: list[ConsumerRecord] = []
     positions = dict(starts)
     try:

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
@@ -17,6 +17,7 @@ from hub.core.backoff import backoff_s
 from hub.core.config import ConfigError
 from hub.core.metrics import HubMetrics, error_label, export_lag
 from hub.kafka.admin import partitions_of
+from hub.kafka.clients import KafkaClients
 from hub.kafka.tasks import CLOSE_TIMEOUT_S, Task, TaskSet
 from hub.kafka.writer import BatchWriter
 
@@ -46,7 +47,7 @@ class TransactionalStage:
 
     stage = "stage"
 
-    def __init__(self, *, topics: list[str], bootstrap_servers: str, group_id: str, transactional_prefix: str,
+    def __init__(self, *, topics: list[str], kafka: KafkaClients, group_id: str, transactional_prefix: str,
                  metrics: HubMetrics, output_topics: list[str], batch_max_records: int = 20_000,
                  batch_max_wait_ms: int = 50) -> None:
         self.topics = topics
@@ -55,20 +56,17 @@ class TransactionalStage:
         self.output_topics = output_topics
         self.batch_max_records = batch_max_records
         self.batch_max_wait_ms = batch_max_wait_ms
-        self.bootstrap_servers = bootstrap_servers
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
-                                         enable_auto_commit=False, auto_offset_reset="earliest",
-                                         isolation_level="read_committed",
-                                         max_partition_fetch_bytes=4 * 1024 * 1024,
-                                         # partition p of every input topic to one worker: task p
-                                         partition_assignment_strategy=(RangePartitionAssignor,))
+        self.kafka = kafka
+        self.consumer = kafka.consumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                                       isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024,
+                                       # partition p of every input topic to one worker: task p
+                                       partition_assignment_strategy=(RangePartitionAssignor,))
         # Task p's transactional id names the input topics too: workers of one configuration fence each
         # other, while a worker still on another source list (a rolling change) never fights them for an id
         # that guards other partitions.
         digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
         self.transactional_prefix = f"{transactional_prefix}-{digest}"
-        producer_config = dict(bootstrap_servers=bootstrap_servers, enable_idempotence=True, linger_ms=5,
-                               max_batch_size=512 * 1024)
+        producer_config = dict(kafka.options(), enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024)
         self._stopping = asyncio.Event()
         # the tasks this worker owns, by partition number
         self._tasks = TaskSet(stage=self.stage, producer_config=producer_config, prefix=self.transactional_prefix,
@@ -92,12 +90,12 @@ class TransactionalStage:
 
     async def start(self) -> None:
         await self._check_copartitioned()
-        await self.consumer.start()
+        await self.kafka.start(self.consumer)
         self.consumer.subscribe(self.topics, listener=_Listener(self))
 
     async def _check_copartitioned(self) -> None:
         """Task p must own partition p of every input: refuse inputs with different partition counts."""
-        counts = {topic: len(await partitions_of(self.bootstrap_servers, topic)) for topic in self.topics}
+        counts = {topic: len(await partitions_of(self.kafka, topic)) for topic in self.topics}
         if len(set(counts.values())) > 1:
             listing = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
             raise ConfigError(f"the {self.stage} stage's input topics must have equal partition counts ({listing}): "

@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-
 from hub.contract import dlq
 from hub.contract.envelope import header_value
 from hub.kafka.io import read_to_end
 from hub.contract.topics import DLQ_PREFIX, REPLAYS_TOPIC, SUBSCRIBER_DLQ_PREFIX, ingest_topic
 from hub.kafka.admin import ensure_topics
+from hub.kafka.clients import KafkaClients
 from hub.stages.validate import Valid, Validator
 
 REPLAY_OF = "eduhub.replay.of"
@@ -99,9 +97,9 @@ class Filters:
         return not (self.until and letter.at >= self.until)
 
 
-async def dlq_topics(bootstrap_servers: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+async def dlq_topics(kafka: KafkaClients) -> list[str]:
+    admin = kafka.admin()
+    await kafka.start(admin)
     try:
         topics = await admin.list_topics()
     finally:
@@ -109,29 +107,29 @@ async def dlq_topics(bootstrap_servers: str) -> list[str]:
     return sorted(t for t in topics if t.startswith(DLQ_PREFIX) and t != REPLAYS_TOPIC)
 
 
-async def dead_letters(bootstrap_servers: str, filters: Filters) -> list[DeadLetter]:
+async def dead_letters(kafka: KafkaClients, filters: Filters) -> list[DeadLetter]:
     """The dead letters matching `filters`, oldest first."""
     found = []
-    for topic in await dlq_topics(bootstrap_servers):
+    for topic in await dlq_topics(kafka):
         if filters.sources and topic.removeprefix(DLQ_PREFIX) not in filters.sources:
             continue
-        for r in await read_to_end(bootstrap_servers, topic):
+        for r in await read_to_end(kafka, topic):
             letter = DeadLetter(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, list(r.headers or ()))
             if filters.match(letter):
                 found.append(letter)
     return sorted(found, key=lambda d: (d.timestamp_ms, d.topic, d.partition, d.offset))
 
 
-async def find(bootstrap_servers: str, ref: str) -> DeadLetter | None:
+async def find(kafka: KafkaClients, ref: str) -> DeadLetter | None:
     """A dead letter by `topic:partition:offset` or by event_id."""
     parts = ref.rsplit(":", 2)
     if len(parts) == 3 and parts[0].startswith(DLQ_PREFIX) and parts[1].isdigit() and parts[2].isdigit():
         topic, partition, offset = parts[0], int(parts[1]), int(parts[2])
-        for letter in await dead_letters(bootstrap_servers, Filters(sources=[topic.removeprefix(DLQ_PREFIX)])):
+        for letter in await dead_letters(kafka, Filters(sources=[topic.removeprefix(DLQ_PREFIX)])):
             if letter.partition == partition and letter.offset == offset:
                 return letter
         return None
-    matches = [d for d in await dead_letters(bootstrap_servers, Filters()) if d.event_id == ref]
+    matches = [d for d in await dead_letters(kafka, Filters()) if d.event_id == ref]
     return matches[-1] if matches else None
 
 
@@ -146,7 +144,7 @@ class ReplayReport:
                 "still_invalid": [{"ref": r, "reason": why} for r, why in self.still_invalid]}
 
 
-async def replay(bootstrap_servers: str, letters: Iterable[DeadLetter], validator: Validator, *,
+async def replay(kafka: KafkaClients, letters: Iterable[DeadLetter], validator: Validator, *,
                  dry_run: bool = False, force: bool = False, replication_factor: int = 1,
                  progress: Callable[[int], None] = lambda n: None) -> ReplayReport:
     """Send dead letters back where they failed, once each.
@@ -162,14 +160,14 @@ async def replay(bootstrap_servers: str, letters: Iterable[DeadLetter], validato
     done = set()
     if not force:
         try:
-            done = {r.key.decode() for r in await read_to_end(bootstrap_servers, REPLAYS_TOPIC) if r.value}
+            done = {r.key.decode() for r in await read_to_end(kafka, REPLAYS_TOPIC) if r.value}
         except LookupError:
             pass
     if not dry_run:
-        await ensure_topics(bootstrap_servers, [(REPLAYS_TOPIC, 1)], replication_factor,
+        await ensure_topics(kafka, [(REPLAYS_TOPIC, 1)], replication_factor,
                             configs={"cleanup.policy": "compact"})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
-    await producer.start()
+    producer = kafka.producer(enable_idempotence=True)
+    await kafka.start(producer)
     try:
         for letter in letters:
             target = _target(letter, validator, report)

@@ -3,10 +3,12 @@
 mask, by the field's type:
   * person names (`"eduhub.text": "person_name"`): the first letter of each word and a dot,
     "Nguyễn Thị Thu Hà" → "N. T. T. H.";
-  * other strings: the first 4 and last 3 characters with stars between, at least 3 stars
-    ("0912345678" → "0912***678", "+84912345678" → "+849*****678"). A string shorter than 10
-    characters keeps only its first and last character (fewer than 5: stars only), so that
-    a short value never shows more than it hides;
+  * other strings (personal ids, phones, e-mails, identifiers): at most 4 characters stay
+    visible, always the last ones, the rest become stars: a string of 10 or more characters
+    keeps its last 4 ("031206001234" → "********1234", "+84912345678" → "********5678");
+    5 to 9 characters keep only the first and the last; fewer than 5 become stars only. The
+    last 4 digits of a personal id are its serial number's end: with them alone, the birth
+    province and most of the serial stay hidden;
   * dates (`date_of_birth`): the year only; the projected field becomes an Avro `int`
     holding the year (doc says "Year only (masked)");
   * records (`address`): `province_code` kept, every other field of the record becomes null;
@@ -25,10 +27,10 @@ from hub.routing.projection import split_nullable, type_kind
 
 
 def mask_string(value: str) -> str:
-    """First 4 and last 3 characters, stars between (at least 3); short strings show less."""
+    """Stars and the last 4 characters (10 or more characters); short strings show less."""
     n = len(value)
     if n >= 10:
-        return value[:4] + "*" * (n - 7) + value[-3:]
+        return "*" * (n - 4) + value[-4:]
     if n >= 5:
         return value[0] + "*" * (n - 2) + value[-1]
     return "*" * max(n, 3)
@@ -39,11 +41,14 @@ def mask_name(value: str) -> str:
     return " ".join(word[0] + "." for word in value.split())
 
 
-def mask_transform(entity: str, field: dict[str, Any], named: dict[str, Any]) -> Callable[[Any], Any]:
+def mask_transform(entity: str, field: dict[str, Any], named: dict[str, Any],
+                   path: str | None = None) -> Callable[[Any], Any]:
     """The masking function of a projected field; rewrites `field`'s type and doc to the masked shape.
 
-    `named` holds the entity's named types (a record type may be referenced by name).
+    `named` holds the entity's named types (a record type may be referenced by name); `path` is the
+    field's dotted path when it is nested (for error messages).
     """
+    path = path or field["name"]
     nullable, base = split_nullable(field["type"])
     if isinstance(base, str) and base in named:
         base = named[base]
@@ -76,5 +81,5 @@ def mask_transform(entity: str, field: dict[str, Any], named: dict[str, Any]) ->
         names = frozenset(cleared)
         return lambda value: {k: (None if k in names else v) for k, v in value.items()}
     raise SubscriptionError(
-        f"{entity}.{field['name']}: mask is not supported for a field of type {kind}: "
-        f"expected drop, keep or pseudonymise", f"pii.{field['name']}")
+        f"{entity}.{path}: mask is not supported for a field of type {kind}: "
+        f"expected drop, keep or pseudonymise", f"pii.{path}")

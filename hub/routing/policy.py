@@ -12,7 +12,15 @@ Order of work in `SubscriptionPolicy.apply`:
    rejects every row of that entity (with `entities: ["*"]`, `address.province_code == "31"`
    delivers students only). A field that exists in NO subscribed entity is a configuration error;
 3. projection (`fields`): the listed top-level fields, plus the entity's key fields always;
-4. PII policy on every field with `"pii": true`: `pii[field]`, else `pii_default` (drop).
+4. PII policy on every tagged field (hub.contract.pii: `"pii": true` or `"eduhub.identifier": true`,
+   at every depth: nested records, array items, map values, union branches): `pii[path]` (the
+   field's dotted path, `address` or `guardian.phone`), else `pii_default` (drop). Person-level
+   identifiers (`application_id`, `registration_id`, `candidate_number`, `teacher_id`, ...) thus
+   follow the subscriber's policy for persons: pseudonymised or dropped where PII is.
+
+A filter may not name a field (or a part of one) that the subscriber's policy drops, pseudonymises
+or masks, except the part a mask keeps visible (`address.province_code`): the filter would reveal
+what the policy hides. That is a configuration error naming the subscriber, the filter and the field.
 
 PII policies (`keep`, `drop`, `mask`, `pseudonymise`) — choices made here:
 
@@ -21,11 +29,11 @@ PII policies (`keep`, `drop`, `mask`, `pseudonymise`) — choices made here:
 - mask: by the field's type, see hub.routing.masking.
 - pseudonymise: a keyed pseudonym per subscriber, see hub.routing.pseudonyms.
 
-  Masked and pseudonymised fields keep `"pii": true` (a pseudonym is still personal data),
+  Masked and pseudonymised fields keep their tags (a pseudonym is still personal data),
   get `"eduhub.pii_policy"` naming the policy, lose `"eduhub.text"`, and their doc ends with
   " (masked)" / " (pseudonymised)".
 
-Key fields: a key field is always projected. When a key field is PII and its policy is drop
+Key fields: a key field is always projected. When a key field is tagged and its policy is drop
 or mask, the policy pseudonymises it instead (masking is not unique, dropping leaves no key),
 so `key_of(entity, projected_record)` — the subscriber's Kafka key, built from projected
 values only — never carries the clear value and stays stable and unique. For a delete
@@ -46,17 +54,19 @@ from hub.contract.schemas import Catalogue, EntitySchema
 from hub.contract.topics import subscriber_topic
 from hub.routing.errors import SubscriptionError
 from hub.routing.filters import compile_filter
-from hub.routing.masking import mask_transform
+from hub.contract.pii import tagged_fields
+from hub.routing.plan import FieldPlanner
 from hub.routing.projection import (
     copy_value,
     named_types,
-    path_exists,
+    path_fields,
     project_schema,
-    split_nullable,
     subscriber_namespace,
 )
 from hub.routing.pseudonyms import pseudonym, subscriber_key
 from hub.routing.subscriptions import SubscriptionConfig
+
+POLICY_DONE = {"drop": "dropped", "pseudonymise": "pseudonymised", "mask": "masked"}
 
 
 class SubscriptionPolicy:
@@ -79,6 +89,7 @@ class SubscriptionPolicy:
             names = list(config.entities)
         self.entities: frozenset[str] = frozenset(names)
         self._named = {e: named_types(catalogue[e]) for e in names}
+        self._tagged = {e: tagged_fields(catalogue[e].schema, self._named[e]) for e in names}
         self._check_projection(names)
         self._check_pii(names)
         self.filter = compile_filter(config.filter) if config.filter is not None else None
@@ -106,11 +117,11 @@ class SubscriptionPolicy:
                         f"{entity} has no field {name!r}: expected one of {', '.join(available)}", f"fields.{entity}")
 
     def _check_pii(self, names: list[str]) -> None:
-        pii_fields = {f["name"] for e in names for f in self.catalogue[e].schema["fields"] if f.get("pii")}
+        pii_fields = {path for e in names for path in self._tagged[e]}
         for name in self.config.pii:
             if name not in pii_fields:
                 raise SubscriptionError(
-                    f"{name!r} is not a PII field of the subscribed entities: expected one of "
+                    f"{name!r} is not a PII or identifier field of the subscribed entities: expected one of "
                     f"{', '.join(sorted(pii_fields)) or '(none: these entities carry no PII)'}", f"pii.{name}")
 
     def _check_filter(self, names: list[str]) -> dict[str, bool]:
@@ -121,8 +132,10 @@ class SubscriptionPolicy:
             parts = tuple(path.split("."))
             found = False
             for entity in names:
-                if path_exists(self.catalogue[entity].schema, parts, self._named[entity]):
+                through = path_fields(self.catalogue[entity].schema, parts, self._named[entity])
+                if through is not None:
                     found = True
+                    self._check_filter_sees(entity, path, through)
                 else:
                     applies[entity] = False
             if not found:
@@ -132,53 +145,53 @@ class SubscriptionPolicy:
                     "filter")
         return applies
 
+    def _check_filter_sees(self, entity: str, path: str, through: list[dict[str, Any]]) -> None:
+        """A filter may only read what the subscriber may see: no field its policy drops, pseudonymises or
+        masks (the part a mask keeps, `address.province_code`, excepted)."""
+        for depth, field in enumerate(through):
+            prefix = ".".join(f["name"] for f in through[:depth + 1])
+            policy = self.policy_of(entity, prefix)
+            if policy == "keep":
+                continue
+            rest = [f["name"] for f in through[depth + 1:]]
+            if policy == "mask" and rest == ["province_code"]:
+                return  # a masked record keeps province_code in clear
+            fix = (f"filter on a field this subscriber receives in clear, or set pii.{prefix} to keep"
+                   if prefix in self._tagged[entity] else "filter on a field this subscriber receives in clear")
+            raise SubscriptionError(
+                f"subscriber {self.id!r}: the filter {self.config.filter!r} reads {path!r}, but {entity}.{prefix} "
+                f"is {POLICY_DONE[policy]} for this subscriber, so the filter would reveal it: {fix}", "filter")
+
     # ---- plan and projected schema
 
-    def policy_of(self, entity: str, field_name: str) -> str:
-        """The effective policy of a field: keep for non-PII, pseudonymise for forced key fields."""
+    def policy_of(self, entity: str, path: str) -> str:
+        """The effective policy of a field (a dotted path at any depth): keep for untagged fields (neither PII
+        nor identifier), pseudonymise for key fields whose policy would drop or mask them."""
         schema = self.catalogue[entity]
-        field = next(f for f in schema.schema["fields"] if f["name"] == field_name)
-        if not field.get("pii"):
+        if path not in self._tagged[entity]:
             return "keep"
-        policy = self.config.pii.get(field_name, self.config.pii_default)
-        if field_name in schema.key_fields and policy in ("drop", "mask"):
+        policy = self.config.pii.get(path, self.config.pii_default)
+        if path in schema.key_fields and policy in ("drop", "mask"):
             return "pseudonymise"
         return policy
 
     def _build(self, schema: EntitySchema) -> None:
         entity = schema.entity
         projection = (self.config.fields or {}).get(entity)
+        planner = FieldPlanner(entity, self._named[entity], lambda path, _: self.policy_of(entity, path),
+                               self.pseudonymise)
         plan: list[tuple[str, Callable[[Any], Any] | None]] = []
         out_fields: list[dict[str, Any]] = []
-        forced = set()
         for field in schema.schema["fields"]:
             name = field["name"]
-            is_key = name in schema.key_fields
-            if projection is not None and name not in projection and not is_key:
+            if projection is not None and name not in projection and name not in schema.key_fields:
                 continue
-            policy = self.policy_of(entity, name)
-            if policy == "drop":
+            new, transform = planner.field(field, name)
+            if new is None:
                 continue
-            new = copy.deepcopy(field)
-            transform: Callable[[Any], Any] | None = None
-            if policy == "mask":
-                transform = mask_transform(entity, new, self._named[entity])
-            elif policy == "pseudonymise":
-                if is_key and field.get("pii"):
-                    forced.add(name)
-                nullable, _ = split_nullable(field["type"])
-                new["type"] = ["null", "string"] if nullable else "string"
-                new.pop("default", None)
-                if nullable:
-                    new["default"] = None
-                transform = self.pseudonymise
-            if policy in ("mask", "pseudonymise"):
-                new.pop("eduhub.text", None)
-                new["eduhub.pii_policy"] = policy
-                suffix = " (masked)" if policy == "mask" else " (pseudonymised)"
-                new["doc"] = (new.get("doc", "") + suffix).strip()
             plan.append((name, transform))
             out_fields.append(new)
+        forced = {n for n in schema.key_fields if self.policy_of(entity, n) == "pseudonymise"}
         self._plans[entity] = plan
         self._schemas[entity] = project_schema(schema, out_fields, self.namespace, self.id, self._named[entity])
         self._key_pseudonymised[entity] = frozenset(forced)

@@ -3,12 +3,15 @@
 Projected schemas keep the record name, move to namespace `vn.edu.sub.<id with - as _>`
 (nested named types without their own namespace follow), keep `eduhub.key` and add
 `eduhub.subscriber`. A named type defined in a dropped field and used by a kept one is
-inlined where it is first used.
+inlined where it is first used. A named type defined twice (a policy copies a type holding PII to
+each place it is used) stays one definition when the copies are equal; a different copy is renamed
+`<name>_<n>`.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from hub.contract.schemas import EntitySchema
@@ -60,8 +63,11 @@ def _collect_named(avro_type: Any, namespace: str, found: dict[str, Any]) -> Non
             _collect_named(kind, namespace, found)
 
 
-def _inline_refs(avro_type: Any, namespace: str, named: dict[str, Any], defined: set[str]) -> Any:
-    """`avro_type` with named-type references to types not yet defined replaced by their definition."""
+def _inline_refs(avro_type: Any, namespace: str, named: dict[str, Any], defined: dict[str, str]) -> Any:
+    """`avro_type` with named-type references to types not yet defined replaced by their definition.
+
+    `defined` maps the names defined so far to their definition's text (before its references were inlined).
+    """
     if isinstance(avro_type, str):
         if avro_type in _PRIMITIVE_TYPES:
             return avro_type
@@ -78,7 +84,14 @@ def _inline_refs(avro_type: Any, namespace: str, named: dict[str, Any], defined:
         kind = avro_type.get("type")
         if kind in ("record", "enum", "fixed", "error"):
             full = _full_name(avro_type, namespace)
-            defined.update({full, avro_type["name"]})
+            text = json.dumps(avro_type, sort_keys=True)  # as defined, under its own name
+            base, n = avro_type["name"], 2
+            while full in defined:
+                if defined[full] == text:
+                    return full  # the same definition again: a reference to the first
+                avro_type["name"] = f"{base}_{n}"  # a different type under a name already defined
+                full, n = _full_name(avro_type, namespace), n + 1
+            defined.update({full: text, avro_type["name"]: text})
             namespace = full.rpartition(".")[0]
         if kind in ("record", "error"):
             for f in avro_type.get("fields", []):
@@ -102,7 +115,7 @@ def named_types(schema: EntitySchema) -> dict[str, Any]:
 def project_schema(schema: EntitySchema, fields: list[dict[str, Any]], namespace: str, subscriber: str,
                    named: dict[str, Any]) -> dict[str, Any]:
     """The projected record schema of `schema` with the (already transformed) `fields`."""
-    defined: set[str] = set()
+    defined: dict[str, str] = {}
     for f in fields:
         f["type"] = _inline_refs(f["type"], namespace, named, defined)
     projected = {k: copy.deepcopy(v) for k, v in schema.schema.items() if k != "fields"}
@@ -116,7 +129,14 @@ def project_schema(schema: EntitySchema, fields: list[dict[str, Any]], namespace
 
 def path_exists(schema: dict, parts: tuple[str, ...], named: dict[str, Any]) -> bool:
     """Whether a filter path (`address.province_code`, `scores.MATH`) names a field of `schema`."""
+    return path_fields(schema, parts, named) is not None
+
+
+def path_fields(schema: dict, parts: tuple[str, ...], named: dict[str, Any]) -> list[dict] | None:
+    """The record fields a filter path goes through (`address.province_code`: address, then province_code;
+    `scores.MATH`: scores only, MATH is a map key), or None when the path names no field of `schema`."""
     current: Any = schema
+    found: list[dict] = []
     for i, part in enumerate(parts):
         _, current = split_nullable(current)
         if isinstance(current, str) and current in named:
@@ -128,14 +148,15 @@ def path_exists(schema: dict, parts: tuple[str, ...], named: dict[str, Any]) -> 
         if not isinstance(current, dict):
             return False
         if current.get("type") == "map":
-            return i == len(parts) - 1  # a map's key is the last part (scores.MATH)
+            return found if i == len(parts) - 1 else None  # a map's key is the last part (scores.MATH)
         if current.get("type") != "record":
-            return False
+            return None
         field = next((f for f in current["fields"] if f["name"] == part), None)
         if field is None:
-            return False
+            return None
+        found.append(field)
         current = field["type"]
-    return True
+    return found
 
 
 def type_kind(avro_type: Any) -> str:

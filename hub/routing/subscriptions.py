@@ -7,8 +7,10 @@ turns it into the `SubscriptionPolicy` that decides what the subscriber receives
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +20,19 @@ from hub.routing.filters import compile_filter
 PiiPolicy = Literal["keep", "drop", "mask", "pseudonymise"]
 ENTITY_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# Never a subscriber id: `eduhub-audit` was the label of the audit key (hub.routing.audit.LEGACY_LABEL),
+# and audit records written then are still read with it.
+RESERVED_IDS = frozenset({"eduhub-audit"})
+
+
+def _loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: an address that never leaves this machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Model(BaseModel):
@@ -30,7 +45,8 @@ class KafkaDelivery(_Model):
 
 class HttpDelivery(_Model):
     kind: Literal["http"] = Field(description="deliver by HTTP POST to the subscriber's endpoint")
-    url: str = Field(description="the subscriber's endpoint, http:// or https:// URL")
+    url: str = Field(description="the subscriber's endpoint, an https:// URL (http:// only on a loopback address: "
+                     "localhost, 127.0.0.1, ::1)")
     secret_env: str = Field(
         description="name of the environment variable holding the signing secret, e.g. EDUHUB_SUB_PARENT_APP_SECRET"
     )
@@ -54,6 +70,12 @@ class HttpDelivery(_Model):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must start with http:// or https:// and name a host")
+        parts = urlsplit(value)
+        if parts.scheme.lower() == "http" and not _loopback(parts.hostname or ""):
+            # Events carry personal data and their signatures would be readable on the way: TLS or nothing.
+            raise ValueError(f"{value} is plain http:// to a host that is not this machine — events would cross the "
+                             f"network unencrypted; use https://{value.split('://', 1)[1]} (http:// is only allowed "
+                             "on a loopback address: localhost, 127.0.0.1, ::1)")
         return value
 
     @field_validator("secret_env")
@@ -87,10 +109,17 @@ class SubscriptionConfig(_Model):
         default_factory=KafkaDelivery,
         description='{"kind": "kafka"} or {"kind": "http", "url": ..., "secret_env": ...}',
     )
+    kafka_principal: str | None = Field(
+        None, pattern=r"^User:[^\s;,]+$",
+        description="Kafka principal of a Kafka subscriber, for `eduhub acl` (default User:sub-<id>)",
+    )
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
+        if value in RESERVED_IDS:
+            raise ValueError(f"{value!r} is reserved: before the audit key had a domain of its own, the audit "
+                             "trail's references were this id's pseudonyms; choose another id")
         return check_id(value)
 
     @field_validator("entities")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 
 from hub.core import __version__
-from hub.core.config import HubConfig
+from hub.core.config import ConfigError, HubConfig
 from hub.core.metrics import HubMetrics
 from hub.contract.topics import ingest_topic
 
@@ -136,14 +138,41 @@ def connect_url(config: HubConfig) -> str:
     if config.worker.connect_url:
         return config.worker.connect_url.rstrip("/")
     host = config.connect.host
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.connect.port}"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    scheme = "https" if config.connect.tls_cert_file else "http"
+    return f"{scheme}://{host}:{config.connect.port}"
 
 
-async def connector_states(base_url: str, timeout_s: float = 1.5) -> tuple[list[dict[str, Any]], str | None]:
-    """Every connector's status from the connector runtime's REST API, or the reason it could not answer."""
+def connect_options(config: HubConfig, token: str | None = None) -> dict[str, Any]:
+    """httpx client options for the connector runtime's REST API: its base URL, the bearer token (`token`, else
+    the variable connect.token_env names) and the CA of worker.connect_ca_file."""
+    token = (token or os.environ.get(config.connect.token_env, "")).strip()
+    ca = config.worker.connect_ca_file
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
-            names = (await client.get("/connectors")).raise_for_status().json()
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"worker.connect_ca_file: cannot load {ca} ({exc}) — expected a PEM file of the CA that "
+                          "signed the connector runtime's certificate") from None
+    return {"base_url": connect_url(config), "verify": verify, "token_env": config.connect.token_env,
+            "headers": {"Authorization": f"Bearer {token}"} if token else {}}
+
+
+async def connector_states(options: dict[str, Any], timeout_s: float = 1.5) -> tuple[list[dict[str, Any]], str | None]:
+    """Every connector's status from the connector runtime's REST API (`connect_options`), or the reason it could
+    not answer (never the token)."""
+    base_url, token_env = options["base_url"], options["token_env"]
+    if not options["headers"]:
+        return [], f"no token for the connector runtime at {base_url}: set {token_env} (connect.token_env) to its token"
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=options["headers"],
+                                     verify=options["verify"]) as client:
+            first = await client.get("/connectors")
+            if first.status_code in (401, 403):
+                reason = first.json().get("reason", first.status_code) if first.headers.get(
+                    "content-type", "").startswith("application/json") else first.status_code
+                return [], f"connector runtime at {base_url} refused the status page ({reason}): check {token_env} " \
+                           "and connect.allowed_hosts"
+            names = first.raise_for_status().json()
             answers = await asyncio.gather(*(client.get(f"/connectors/{name}/status") for name in names))
             return [a.raise_for_status().json() for a in answers], None
     except (httpx.HTTPError, ValueError) as exc:

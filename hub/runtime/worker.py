@@ -27,6 +27,7 @@ from hub.runtime.app import HubApp
 from hub.contract.topics import AUDIT_TOPIC
 from hub.routing.audit import audit_key
 from hub.core.config import ConfigError, HubConfig
+from hub.core.websec import server_ssl_context
 from hub.contract.topics import changelog_topic
 from hub.stages.dedup import DedupWindow, changelog_configs
 from hub.stages.delivery import DeliveryGroup, HttpDeliverer
@@ -36,11 +37,12 @@ from hub.contract.registry import COMPATIBILITY, RegistryError, SchemaRegistry
 from hub.stages.route import RouteStage
 from hub.contract.schemas import Catalogue
 from hub.core.backoff import backoff_s
-from hub.runtime.status import StatusSampler, connect_url, connector_states
+from hub.runtime.status import StatusSampler, connect_options, connector_states
 from hub.routing.policy import SubscriptionPolicy, load_subscriptions
 from hub.routing.subscriptions import HttpDelivery
 from hub.contract.topics import ROUTE_DLQ_TOPIC, dlq_topic, ingest_topic, subscriber_dlq_topic
 from hub.kafka.admin import ensure_topics, partitions_of
+from hub.kafka.clients import KafkaClients
 from hub.stages.validate import ValidateStage, Validator
 
 APP_ID = "eduhub"
@@ -64,16 +66,24 @@ async def prepare_schemas(registry: SchemaRegistry, catalogue: Catalogue, auto_r
 def worker_topics(config: HubConfig, catalogue: Catalogue) -> list[tuple[str, int]]:
     partitions = config.kafka.ingest_partitions
     topics = [(ingest_topic(s), partitions) for s in config.source_ids]
-    topics += [(dlq_topic(s), partitions) for s in config.source_ids]
     topics += [(e.topic, config.kafka.canonical_partitions) for e in catalogue.entities.values()]
     return topics
 
 
-async def check_copartitioned(bootstrap_servers: str, changelog: str, sources: list[str]) -> None:
+def dlq_configs(config: HubConfig) -> dict[str, str]:
+    """Topic configs of every DLQ the hub creates: kept kafka.dlq_retention_days, then deleted."""
+    return {"retention.ms": str(config.kafka.dlq_retention_days * 86_400_000)}
+
+
+async def ensure_dlq_topics(clients: KafkaClients, config: HubConfig, topics: list[tuple[str, int]]) -> None:
+    await ensure_topics(clients, topics, config.kafka.replication_factor, configs=dlq_configs(config))
+
+
+async def check_copartitioned(kafka: KafkaClients, changelog: str, sources: list[str]) -> None:
     """Every ingest partition needs its changelog partition: refuse to start otherwise."""
-    have = len(await partitions_of(bootstrap_servers, changelog))
+    have = len(await partitions_of(kafka, changelog))
     for source in sources:
-        need = len(await partitions_of(bootstrap_servers, ingest_topic(source)))
+        need = len(await partitions_of(kafka, ingest_topic(source)))
         if need > have:
             raise ConfigError(f"topic {ingest_topic(source)} has {need} partitions but the dedup changelog {changelog} "
                               f"has {have}: add partitions to {changelog} (kafka-topics.sh --alter --partitions {need})")
@@ -103,8 +113,8 @@ def master_key(config: HubConfig) -> bytes:
     return value.encode()
 
 
-async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: SchemaRegistry,
-                          policies: list[SubscriptionPolicy]) -> dict[tuple[str, str], int]:
+async def prepare_routing(config: HubConfig, clients: KafkaClients, catalogue: Catalogue,
+                          registry: SchemaRegistry, policies: list[SubscriptionPolicy]) -> dict[tuple[str, str], int]:
     """Register each subscriber's projected schemas and create its topics and the audit topic."""
     ids = {}
     topics = []
@@ -119,11 +129,11 @@ async def prepare_routing(config: HubConfig, catalogue: Catalogue, registry: Sch
                 ids[(policy.config.id, entity)] = await registry.lookup(
                     subject, json.dumps(policy.projected_schema(entity), ensure_ascii=False))
             topics.append((policy.topic(entity), config.kafka.canonical_partitions))
-    topics.append((ROUTE_DLQ_TOPIC, config.kafka.canonical_partitions))
     kafka = config.kafka
-    await ensure_topics(kafka.bootstrap_servers, topics, kafka.replication_factor)
+    await ensure_topics(clients, topics, kafka.replication_factor)
+    await ensure_dlq_topics(clients, config, [(ROUTE_DLQ_TOPIC, kafka.canonical_partitions)])
     # Who received a person's data must stay answerable: the audit topic is never trimmed by time.
-    await ensure_topics(kafka.bootstrap_servers, [(AUDIT_TOPIC, kafka.canonical_partitions)], kafka.replication_factor,
+    await ensure_topics(clients, [(AUDIT_TOPIC, kafka.canonical_partitions)], kafka.replication_factor,
                         configs={"retention.ms": "-1"})
     return ids
 
@@ -191,11 +201,14 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     catalogue = catalogue or Catalogue.load()
     metrics = metrics or HubMetrics()
     kafka = config.kafka
+    clients = KafkaClients.from_config(kafka)
+    log.info("Kafka: %s", clients.describe())
     app = HubApp(
         APP_ID,
         web_host=config.worker.web_host,
         web_bind=config.worker.web_host,
         web_port=config.worker.web_port,
+        web_ssl_context=server_ssl_context(config.worker.tls_cert_file, config.worker.tls_key_file, "worker"),
     )
     password = config.registry.password.get_secret_value() if config.registry.password else None
     registry = SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
@@ -203,24 +216,26 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     state: dict[str, Any] = {}
 
     async def start_validate() -> ValidateStage:
+        # Kafka first: credentials it refuses stop the worker at once, whatever the registry's state.
+        await ensure_topics(clients, worker_topics(config, catalogue), kafka.replication_factor)
+        await ensure_dlq_topics(clients, config, [(dlq_topic(s), kafka.ingest_partitions) for s in config.source_ids])
         try:
             schema_ids = await prepare_schemas(registry, catalogue, config.registry.auto_register)
         except RegistryError:
             metrics.registry_errors.labels("register").inc()
             raise
         state["schema_ids"] = schema_ids  # the canonical schemas' ids, which the route stage reads as
-        await ensure_topics(kafka.bootstrap_servers, worker_topics(config, catalogue), kafka.replication_factor)
         group_id = f"{APP_ID}-validate"
         dedup = None
         if config.worker.dedup_window_s:
             # Co-partitioned with the ingest topics: ingest partition p keeps its window in partition p.
             dedup = DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s)
-            await ensure_topics(kafka.bootstrap_servers, [(dedup.topic, kafka.ingest_partitions)],
+            await ensure_topics(clients, [(dedup.topic, kafka.ingest_partitions)],
                                 kafka.replication_factor, configs=changelog_configs(dedup.window_s))
-            await check_copartitioned(kafka.bootstrap_servers, dedup.topic, config.source_ids)
+            await check_copartitioned(clients, dedup.topic, config.source_ids)
         stage = ValidateStage(
             validator=Validator(catalogue, set(config.source_ids), council_code=config.exam.council_code),
-            schema_ids=schema_ids, bootstrap_servers=kafka.bootstrap_servers, sources=config.source_ids,
+            schema_ids=schema_ids, kafka=clients, sources=config.source_ids,
             group_id=group_id, transactional_prefix=group_id, dedup=dedup,
             metrics=metrics, batch_max_records=config.worker.batch_max_records,
             batch_max_wait_ms=config.worker.batch_max_wait_ms,
@@ -236,11 +251,11 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         secrets = http_secrets(policies)
 
         async def start_route() -> RouteStage:
-            schema_ids = await prepare_routing(config, catalogue, registry, policies)
+            schema_ids = await prepare_routing(config, clients, catalogue, registry, policies)
             log.info("route stage: %d subscriptions", len(policies))
             return RouteStage(
                 catalogue=catalogue, policies=policies, registry=registry, schema_ids=schema_ids,
-                bootstrap_servers=kafka.bootstrap_servers, group_id=f"{APP_ID}-route",
+                kafka=clients, group_id=f"{APP_ID}-route",
                 transactional_prefix=f"{APP_ID}-route", metrics=metrics,
                 audit_key=audit_key(key), canonical_ids=state["schema_ids"],
                 batch_max_records=config.worker.batch_max_records,
@@ -252,12 +267,11 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         if secrets:
             async def start_delivery() -> DeliveryGroup:
                 http = [p for p in policies if p.config.id in secrets]
-                await ensure_topics(kafka.bootstrap_servers, [(subscriber_dlq_topic(p.config.id),
-                                                               kafka.canonical_partitions) for p in http],
-                                    kafka.replication_factor)
+                await ensure_dlq_topics(clients, config, [(subscriber_dlq_topic(p.config.id),
+                                                           kafka.canonical_partitions) for p in http])
                 log.info("HTTP delivery: %s", ", ".join(p.config.id for p in http))
                 return DeliveryGroup([HttpDeliverer(p, secret=secrets[p.config.id],
-                                                   bootstrap_servers=kafka.bootstrap_servers, registry=registry,
+                                                   kafka=clients, registry=registry,
                                                    metrics=metrics) for p in http])
 
             app.service(stage_service("deliver", start_delivery, state, metrics, after="route"))
@@ -278,7 +292,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         return checks
 
     sampler = StatusSampler(config, metrics, config.subscriptions)
-    connect_api = connect_url(config)
+    connect_api = connect_options(config)  # base URL, bearer token, CA
 
     @app.timer(2.0)
     async def sample_status() -> None:

@@ -6,9 +6,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from hub.kafka.writer import BatchWriter
+from hub.kafka.clients import KafkaClients
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 7 * 24 * 3600
@@ -103,7 +104,7 @@ class DedupWindow:
     def size(self) -> int:
         return sum(len(ids) for ids in self._seen.values())
 
-    async def restore(self, bootstrap_servers: str, partitions: Iterable[TopicPartition]) -> int:
+    async def restore(self, kafka: KafkaClients, partitions: Iterable[TopicPartition]) -> int:
         """Load the window of the given ingest partitions from the changelog; returns the ids loaded."""
         wanted: dict[int, set[str]] = {}
         for tp in partitions:
@@ -112,9 +113,8 @@ class DedupWindow:
         if not wanted:
             return 0
         changelog = [TopicPartition(self.topic, p) for p in sorted(wanted)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed")
-        await consumer.start()
+        consumer = kafka.consumer(group_id=None, enable_auto_commit=False, isolation_level="read_committed")
+        await kafka.start(consumer)
         loaded = 0
         try:
             consumer.assign(changelog)

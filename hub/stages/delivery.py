@@ -12,17 +12,18 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from hub.contract import dlq
 from hub.contract.topics import AUDIT_TOPIC
-from hub.routing.audit import audit_entry
+from hub.routing.audit import audit_entry, audit_record_key
 from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_OP, HEADER_SOURCE, Problem, parse_timestamp
 from hub.core.backoff import backoff_s, full_jitter
 from hub.core.metrics import HubMetrics, export_lag
 from hub.contract.registry import RecordError, RegistryError, SchemaRegistry, is_transient
 from hub.contract.schemas import to_json
+from hub.kafka.clients import KafkaClients
 from hub.stages.breaker import CircuitBreaker
 from hub.stages.http_support import audit_refs_of, describe, header_text, key_text, post
 from hub.stages.key_queues import KeyQueues
@@ -68,7 +69,7 @@ class HttpDeliverer:
     close_timeout_s = 10.0
     kafka_backoff_s = (1.0, 30.0)  # first and longest wait after a failed fetch, commit or dead-letter send
 
-    def __init__(self, policy: SubscriptionPolicy, *, secret: bytes, bootstrap_servers: str,
+    def __init__(self, policy: SubscriptionPolicy, *, secret: bytes, kafka: KafkaClients,
                  registry: SchemaRegistry, metrics: HubMetrics, group_id: str | None = None, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         delivery = policy.config.delivery
         assert isinstance(delivery, HttpDelivery)
@@ -84,10 +85,10 @@ class HttpDeliverer:
         self.dlq_topic = subscriber_dlq_topic(self.subscriber)
         self.group_id = group_id or f"eduhub-deliver-{self.subscriber}"
         self.breaker = CircuitBreaker(delivery.breaker_failures, delivery.breaker_open_s)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=self.group_id,
-                                         enable_auto_commit=False, auto_offset_reset="earliest",
-                                         isolation_level="read_committed")
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
+        self.kafka = kafka
+        self.consumer = kafka.consumer(group_id=self.group_id, enable_auto_commit=False,
+                                       auto_offset_reset="earliest", isolation_level="read_committed")
+        self.producer = kafka.producer(enable_idempotence=True)
         self.client = httpx.AsyncClient(timeout=delivery.timeout_s)
         # Series exist from the start at 0, so dashboards and alerts see a healthy subscriber as 0, not as no data.
         for entity in policy.entities:
@@ -103,8 +104,8 @@ class HttpDeliverer:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        await self.producer.start()
-        await self.consumer.start()
+        await self.kafka.start(self.producer)
+        await self.kafka.start(self.consumer)
 
     async def stop(self) -> None:
         """Commit what was delivered, then close the clients, each within `close_timeout_s`."""
@@ -323,11 +324,14 @@ class HttpDeliverer:
             self.metrics.end_to_end_seconds.labels(self.subscriber).observe(max(0.0, time.time() - at.timestamp()))
 
     async def _audit(self, message: Any, entity: str, outcome: str) -> None:
-        entry = audit_entry(audit_refs_of(message), subscriber=self.subscriber, entity=entity,
+        refs = audit_refs_of(message)
+        entry = audit_entry(refs, subscriber=self.subscriber, entity=entity,
                             event_id=header_text(message, HEADER_EVENT_ID),
                             at=datetime.now(timezone.utc).isoformat(), outcome=outcome)
-        # The send is queued, not awaited to the broker: the commit's flush waits for it.
-        await self._kafka_retry("audit send", lambda: self.producer.send(AUDIT_TOPIC, entry, key=message.key))
+        # The send is queued, not awaited to the broker: the commit's flush waits for it. Keyed by the
+        # entity key's reference, never by the record's key (a `keep` subscriber's key is a clear id).
+        await self._kafka_retry("audit send", lambda: self.producer.send(AUDIT_TOPIC, entry,
+                                                                         key=audit_record_key(refs)))
 
     async def _dead_letter(self, message: Any, topic: str, problem: Problem,
                            exc_info: BaseException | None = None) -> None:

@@ -14,12 +14,13 @@ from aiokafka import TopicPartition
 
 from hub.contract import dlq
 from hub.contract.topics import AUDIT_TOPIC
-from hub.routing.audit import REFS_HEADER, audit_entry, audit_refs
+from hub.routing.audit import REFS_HEADER, audit_entry, audit_record_key, audit_refs
 from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import RecordError, SchemaRegistry
 from hub.contract.schemas import Catalogue, EntitySchema, encode_wire
 from hub.kafka.stage import TransactionalStage
+from hub.kafka.clients import KafkaClients
 from hub.routing.policy import SubscriptionPolicy
 from hub.contract.topics import ROUTE_DLQ_TOPIC
 
@@ -37,12 +38,12 @@ class RouteStage(TransactionalStage):
     stage = STAGE
 
     def __init__(self, *, catalogue: Catalogue, policies: list[SubscriptionPolicy], registry: SchemaRegistry,
-                 schema_ids: dict[tuple[str, str], int], bootstrap_servers: str, group_id: str,
+                 schema_ids: dict[tuple[str, str], int], kafka: KafkaClients, group_id: str,
                  transactional_prefix: str, metrics: HubMetrics, audit_key: bytes,
                  canonical_ids: dict[str, int] | None = None,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50) -> None:
         self.by_topic = {e.topic: e for e in catalogue.entities.values()}
-        super().__init__(topics=list(self.by_topic), bootstrap_servers=bootstrap_servers, group_id=group_id,
+        super().__init__(topics=list(self.by_topic), kafka=kafka, group_id=group_id,
                          transactional_prefix=transactional_prefix, metrics=metrics,
                          output_topics=[AUDIT_TOPIC, ROUTE_DLQ_TOPIC]
                          + [p.topic(e) for p in policies for e in p.entities],
@@ -129,7 +130,8 @@ class RouteStage(TransactionalStage):
                 # The topic is the subscriber's queue: the delivery stage audits the outcome.
                 out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
             else:
-                self.writer.append(AUDIT_TOPIC, message.key, audit_entry(
+                # keyed by the entity key's reference: hub.audit never holds a key in clear
+                self.writer.append(AUDIT_TOPIC, audit_record_key(refs), audit_entry(
                     refs, subscriber=policy.config.id, entity=entity.entity, event_id=event_id, at=now,
                     outcome="delivered"), None, [])
                 self._kafka_delivered.append((policy.config.id, occurred))

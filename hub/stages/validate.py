@@ -17,6 +17,7 @@ from hub.core.metrics import HubMetrics
 from hub.contract.rules import RuleContext, apply_rules
 from hub.contract.schemas import Catalogue, EntitySchema
 from hub.kafka.stage import TransactionalStage
+from hub.kafka.clients import KafkaClients
 from hub.contract.topics import dlq_topic, ingest_topic, source_of_ingest_topic
 
 STAGE = "validate"
@@ -125,7 +126,7 @@ class ValidateStage(TransactionalStage):
 
     stage = STAGE
 
-    def __init__(self, *, validator: Validator, schema_ids: dict[str, int], bootstrap_servers: str,
+    def __init__(self, *, validator: Validator, schema_ids: dict[str, int], kafka: KafkaClients,
                  sources: list[str], group_id: str, transactional_prefix: str, metrics: HubMetrics,
                  batch_max_records: int = 20_000, batch_max_wait_ms: int = 50, topic_prefix: str = "",
                  dedup: DedupWindow | None = None) -> None:
@@ -133,7 +134,7 @@ class ValidateStage(TransactionalStage):
         outputs += [topic_prefix + dlq_topic(s) for s in sources]
         if dedup is not None:
             outputs.append(dedup.topic)
-        super().__init__(topics=[ingest_topic(s) for s in sources], bootstrap_servers=bootstrap_servers,
+        super().__init__(topics=[ingest_topic(s) for s in sources], kafka=kafka,
                          group_id=group_id, transactional_prefix=transactional_prefix, metrics=metrics,
                          output_topics=outputs, batch_max_records=batch_max_records,
                          batch_max_wait_ms=batch_max_wait_ms)
@@ -240,7 +241,7 @@ class ValidateStage(TransactionalStage):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         if self.dedup is not None:
-            await self.dedup.restore(self.bootstrap_servers, partitions)
+            await self.dedup.restore(self.kafka, partitions)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         if self.dedup is not None:

@@ -46,6 +46,7 @@ from aiokafka.protocol.api import Request
 from hub.kafka import io as kafkaio
 from hub.demo.local import LocalStack
 from hub.kafka.admin import ensure_topics, partitions_of
+from hub.kafka.clients import KafkaClients
 from tests.conftest import PORT_OFFSET, ROOT, WorkerProcess, write_config
 from tests.faults.report import ScenarioResult, record
 from tests.kafka_helpers import encode, header, registration_envelope, wait_until
@@ -147,7 +148,7 @@ def make_stream(source: str, count: int, rng: random.Random, bad_ratio: float = 
 
 def prepare_topics(bootstrap: str, source: str, partitions: int = 3) -> None:
     """Create ingest.<source> and hub.dlq.<source> as the workers would (3 partitions, as tests/conftest.py)."""
-    asyncio.run(ensure_topics(bootstrap, [(f"ingest.{source}", partitions), (f"hub.dlq.{source}", partitions)], 1))
+    asyncio.run(ensure_topics(KafkaClients.plain(bootstrap), [(f"ingest.{source}", partitions), (f"hub.dlq.{source}", partitions)], 1))
 
 
 class Feeder:
@@ -263,7 +264,7 @@ class Feeder:
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
     try:
-        return await partitions_of(bootstrap, topic)
+        return await partitions_of(KafkaClients.plain(bootstrap), topic)
     except LookupError:
         return []  # the topic does not exist (yet)
 
@@ -287,7 +288,7 @@ async def _read(bootstrap: str, topic: str, starts: dict[int, int]) -> tuple[lis
     not created yet holds nothing)."""
     if not await _partitions(bootstrap, topic):
         return [], dict(starts)
-    return await kafkaio.read_range(bootstrap, topic, starts, max_partition_fetch_bytes=8 * 1024 * 1024)
+    return await kafkaio.read_range(KafkaClients.plain(bootstrap), topic, starts, max_partition_fetch_bytes=8 * 1024 * 1024)
 
 
 @dataclass

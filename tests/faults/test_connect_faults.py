@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub.ops.bench import classes_table
-from tests.conftest import PORT_OFFSET
+from tests.conftest import CONNECT_AUTH, PORT_OFFSET
 from tests.faults.poison import log_excerpt, read_all, text_header
 from tests.faults.report import ScenarioResult, record
 from tests.kafka_helpers import wait_until
@@ -54,7 +54,8 @@ class Connect:
             raise AssertionError(f"eduhub connect exited with {self.process.returncode}:\n"
                                  f"{log_excerpt(self.log_path)}")
         try:
-            response = httpx.get(f"http://127.0.0.1:{CONNECT_PORT}/connectors/{self.name}/status", timeout=2)
+            response = httpx.get(f"http://127.0.0.1:{CONNECT_PORT}/connectors/{self.name}/status", timeout=2,
+                                 headers=CONNECT_AUTH)
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None

@@ -13,6 +13,7 @@ from connectors.base import ConnectorConfig, SourceConnector, SourceRecord, even
 from connectors.rest import serve
 from connectors.runtime import ConnectService
 from hub.core.config import HubConfig
+from tests.conftest import CONNECT_AUTH, CONNECT_TOKEN
 from tests.kafka_helpers import read_to_end
 
 pytestmark = pytest.mark.integration
@@ -129,9 +130,9 @@ def test_rest_api_pause_resume_stop_and_offsets(local_stack, unique_source):
     async def go():
         service = ConnectService(config, connectors=[connector(unique_source, limit=10)])
         await service.start()
-        runner = await serve(service, "127.0.0.1", 28083)
+        runner = await serve(service, "127.0.0.1", 28083, token=CONNECT_TOKEN.encode())
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=10, headers=CONNECT_AUTH) as client:
                 await run_until(service, name, 10)
                 assert (await client.get("/connectors")).json() == [name]
                 status = (await client.get(f"/connectors/{name}/status")).json()
@@ -177,7 +178,7 @@ def test_cli_operates_connectors_through_the_rest_api(local_stack, unique_source
     async def go():
         service = ConnectService(config, connectors=[connector(unique_source, limit=5)])
         await service.start()
-        runner = await serve(service, "127.0.0.1", 28083)
+        runner = await serve(service, "127.0.0.1", 28083, token=CONNECT_TOKEN.encode())
         try:
             await run_until(service, name, 5)
             code, out = await cli("list")

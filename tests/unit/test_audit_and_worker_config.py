@@ -60,3 +60,12 @@ def test_faust_starts_no_kafka_client_and_makes_no_data_directory(tmp_path, monk
         assert all(s is not kafka_side for s in services), kafka_side
     asyncio.run(app.on_first_start())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dlq_topics_are_created_with_the_configured_retention():
+    from hub.runtime.worker import dlq_configs
+
+    assert dlq_configs(HubConfig.model_validate({})) == {"retention.ms": str(30 * 86_400_000)}
+    assert dlq_configs(HubConfig.model_validate({"kafka": {"dlq_retention_days": 7}})) == {"retention.ms": "604800000"}
+    with pytest.raises(Exception, match="dlq_retention_days"):
+        HubConfig.model_validate({"kafka": {"dlq_retention_days": 0}})

@@ -34,8 +34,8 @@ def test_images_run_the_versions_the_local_stack_runs():
 def test_worker_environment_uses_only_variables_the_hub_reads_and_they_validate():
     env = SERVICES["worker"]["environment"]
     hub_yaml = load_config(ROOT / "hub.yaml", environ={})
-    secrets = {hub_yaml.routing.key_env} | {s["delivery"]["secret_env"] for s in hub_yaml.subscriptions
-                                            if s.get("delivery", {}).get("kind") == "http"}
+    secrets = {hub_yaml.routing.key_env, hub_yaml.connect.token_env} | {
+        s["delivery"]["secret_env"] for s in hub_yaml.subscriptions if s.get("delivery", {}).get("kind") == "http"}
     assert set(env) <= set(ENV_OVERRIDES) | {"EDUHUB_CONFIG"} | secrets
     for name in secrets:  # every secret the worker needs is required, never given a default
         assert env[name].startswith("${" + name + ":?")
@@ -78,3 +78,10 @@ def test_dockerfile_ships_what_the_worker_reads():
         assert re.search(rf"^COPY {folder} ", dockerfile, re.M), folder
     assert "EDUHUB_SCHEMA_DIR=/app/schemas" in dockerfile  # the installed package has no schemas/
     assert SERVICES["worker"]["build"] == "."
+
+
+def test_the_connect_api_answers_the_worker_with_the_same_token():
+    worker, connect = SERVICES["worker"]["environment"], SERVICES["connect"]["environment"]
+    assert worker["EDUHUB_CONNECT_TOKEN"] == connect["EDUHUB_CONNECT_TOKEN"]
+    assert worker["EDUHUB_CONNECT_TOKEN"].startswith("${EDUHUB_CONNECT_TOKEN:?")  # required, never a default
+    assert urlparse(worker["EDUHUB_CONNECT_URL"]).hostname in connect["EDUHUB_CONNECT_ALLOWED_HOSTS"].split(",")

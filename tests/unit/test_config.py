@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from hub.core.config import ConfigError, load_config
 
@@ -66,3 +67,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(write(tmp_path, "kafka: [\n"), environ={})
     with pytest.raises(ConfigError, match="mapping"):
         load_config(write(tmp_path, "- 1\n"), environ={})
+
+
+@pytest.mark.parametrize("section, key, variable", [("kafka", "password", "EDUHUB_KAFKA_PASSWORD"),
+                                                    ("kafka", "ssl_key_password", "EDUHUB_KAFKA_SSL_KEY_PASSWORD"),
+                                                    ("registry", "password", "EDUHUB_REGISTRY_PASSWORD")])
+def test_a_secret_written_in_the_file_is_refused_naming_its_variable(tmp_path, section, key, variable):
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump({section: {key: "written-in-the-file"}}))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert f"{section}.{key}" in str(refused.value) and variable in str(refused.value)
+    assert "written-in-the-file" not in str(refused.value)

@@ -197,8 +197,9 @@ def test_what_is_not_a_change():
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     from hub.kafka.admin import ensure_topics
+    from hub.kafka.clients import KafkaClients
 
-    await ensure_topics(bootstrap, [(topic, partitions)], 1)
+    await ensure_topics(KafkaClients.plain(bootstrap), [(topic, partitions)], 1)
 
 
 async def _produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes | None, bytes | None]]) -> None:

@@ -19,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from hub.core.backoff import backoff_s, full_jitter
 from hub.stages.breaker import CircuitBreaker
 from hub.stages.delivery import DeliveryGroup, HttpDeliverer
+from hub.kafka.clients import KafkaClients
 from hub.stages.http_support import MAX_RESPONSE_BYTES
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import SchemaRegistry
@@ -85,7 +86,8 @@ def test_the_body_carries_the_event_identity_and_the_projected_record_and_is_sig
     policy = SubscriptionPolicy(config, Catalogue.load(), b"k" * 32)
 
     async def body() -> bytes:
-        deliverer = HttpDeliverer(policy, secret=b"s", bootstrap_servers="127.0.0.1:1", registry=None, metrics=HubMetrics())
+        deliverer = HttpDeliverer(policy, secret=b"s", kafka=KafkaClients.plain("127.0.0.1:1"), registry=None,
+                                  metrics=HubMetrics())
         try:
             return deliverer.body(Message(), {"student_id": "031309001234"})
         finally:
@@ -127,7 +129,7 @@ SCHEMAS = {1: STUDENT, 2: WITH_BYTES}  # what the fake registry knows; 403 for i
 def policy(**delivery) -> SubscriptionPolicy:
     config = SubscriptionConfig.model_validate({
         "id": "parent-app", "entities": ["school.student"],
-        "delivery": {"kind": "http", "url": "http://receiver.invalid/hook", "secret_env": "X", **delivery}})
+        "delivery": {"kind": "http", "url": "https://receiver.invalid/hook", "secret_env": "X", **delivery}})
     return SubscriptionPolicy(config, Catalogue.load(), b"k" * 32)
 
 
@@ -267,7 +269,7 @@ async def deliverer_with(batches: list[list[ConsumerRecord]], *, answer: Callabl
             accepted.append(body)
         return httpx.Response(status, stream=httpx.ByteStream(b"ok"))  # streamed, as from a network
 
-    deliverer = HttpDeliverer(policy(**delivery), secret=b"s", bootstrap_servers="127.0.0.1:1",
+    deliverer = HttpDeliverer(policy(**delivery), secret=b"s", kafka=KafkaClients.plain("127.0.0.1:1"),
                               registry=registry or FakeRegistry(), metrics=HubMetrics(), sleep=no_sleep)
     await deliverer.consumer.stop()  # the real clients, never started, make way for the fakes
     await deliverer.producer.stop()
@@ -505,7 +507,7 @@ def test_only_the_first_kib_of_a_huge_answer_are_read(status):
         await site.start()
         port = runner.addresses[0][1]
         deliverer = HttpDeliverer(policy(url=f"http://127.0.0.1:{port}/hook"), secret=b"s",
-                                  bootstrap_servers="127.0.0.1:1", registry=None, metrics=HubMetrics())
+                                  kafka=KafkaClients.plain("127.0.0.1:1"), registry=None, metrics=HubMetrics())
         transport = CountingTransport()
         await deliverer.client.aclose()
         deliverer.client = httpx.AsyncClient(transport=transport, timeout=30)

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 
 from hub.core.backoff import backoff_s
 from hub.core.metrics import HubMetrics, error_label
+from hub.kafka.clients import KafkaClients
 from hub.kafka.stage import TransactionalStage
 from hub.contract.registry import RegistryError
 from hub.runtime.worker import stages_turning
@@ -59,8 +60,8 @@ class FakeConsumer:
 
 
 def stage_with(consumer: FakeConsumer) -> TransactionalStage:
-    stage = TransactionalStage(topics=["t"], bootstrap_servers="127.0.0.1:1", group_id="g", transactional_prefix="x",
-                               metrics=HubMetrics(), output_topics=[])
+    stage = TransactionalStage(topics=["t"], kafka=KafkaClients.plain("127.0.0.1:1"), group_id="g",
+                               transactional_prefix="x", metrics=HubMetrics(), output_topics=[])
     stage.consumer = consumer  # type: ignore[assignment]
     stage._stopping.set()  # no real wait between retries in a unit test
     return stage
@@ -115,7 +116,7 @@ def test_no_stage_attribute_shadows_a_method_of_the_batch_loop():
 
     async def make() -> ValidateStage:
         stage = ValidateStage(validator=Validator(Catalogue.load(), {"src"}), schema_ids={}, sources=["src"],
-                              bootstrap_servers="127.0.0.1:1", group_id="g", transactional_prefix="x",
+                              kafka=KafkaClients.plain("127.0.0.1:1"), group_id="g", transactional_prefix="x",
                               metrics=HubMetrics(), dedup=DedupWindow("changelog"))
         stage._output(SimpleNamespace(value=b"not json", key=None, topic="ingest.src", partition=0, offset=0),
                       "src", __import__("datetime").datetime.now(__import__("datetime").timezone.utc), "")

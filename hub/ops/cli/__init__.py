@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from hub.core.config import ConfigError
+from hub.ops.cli.acl import acl_app
 from hub.ops.cli.audit import audit_app
 from hub.ops.cli.bench import bench_app
 from hub.ops.cli.common import _state
@@ -45,8 +47,13 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(docs_app, name="docs")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(audit_app, name="audit")
+app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConfigError as exc:  # e.g. Kafka refused the credentials: the message names the listener and the user
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

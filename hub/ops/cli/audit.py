@@ -8,7 +8,7 @@ import json
 import typer
 
 from hub.core.config import ConfigError
-from hub.ops.cli.common import _config, _fail
+from hub.ops.cli.common import _config, _fail, _kafka
 
 
 audit_app = typer.Typer(help="The audit trail of deliveries (hub.audit).", no_args_is_help=True)
@@ -21,20 +21,21 @@ def audit_who_received(
 ) -> None:
     """Which subscribers received this person's data, and when (Nghị định 13/2023/NĐ-CP)."""
     from hub.contract.topics import AUDIT_TOPIC
-    from hub.routing.audit import audit_key, who_received
+    from hub.routing.audit import audit_key, legacy_audit_key, who_received
     from hub.kafka.io import read_to_end
     from hub.runtime.worker import master_key
 
     config = _config()
     try:
-        key = audit_key(master_key(config))
+        master = master_key(config)
+        keys = [audit_key(master), legacy_audit_key(master)]  # records from before the key change too
     except ConfigError as exc:
         _fail(str(exc), 2)
     try:
-        records = asyncio.run(read_to_end(config.kafka.bootstrap_servers, AUDIT_TOPIC))
+        records = asyncio.run(read_to_end(_kafka(config), AUDIT_TOPIC))
     except LookupError:
         records = []
-    found = who_received(key, [r.value for r in records if r.value], person)
+    found = who_received(keys, [r.value for r in records if r.value], person)
     for entry in found:
         if as_json:
             typer.echo(json.dumps(entry, ensure_ascii=False))

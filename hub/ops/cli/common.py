@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from hub.core.config import ConfigError, HubConfig, load_config
 
+if TYPE_CHECKING:
+    from hub.kafka.clients import KafkaClients
 
 _state: dict[str, Optional[Path]] = {"config": None}
 
@@ -24,6 +26,17 @@ def _config() -> HubConfig:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _kafka(config: HubConfig) -> "KafkaClients":
+    """The hub's Kafka connection (kafka.* of hub.yaml); a TLS file that does not load ends the command."""
+    from hub.kafka.clients import KafkaClients
+
+    try:
+        return KafkaClients.from_config(config.kafka)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        raise
 
 
 @contextmanager

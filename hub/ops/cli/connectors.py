@@ -6,23 +6,49 @@ import json
 
 import typer
 
+from hub.core.config import ConfigError, HubConfig
 from hub.ops.cli.common import _config, _fail, _progress
 
 
 connectors_app = typer.Typer(help="Connectors of a running `eduhub connect` (its REST API).", no_args_is_help=True)
 
 
+def _token(config: HubConfig) -> str | None:
+    """The REST API token: the variable connect.token_env names, else the one a running `make run` made."""
+    import os
+
+    from hub.demo.run import connect_token_file
+
+    token = os.environ.get(config.connect.token_env, "").strip()
+    if not token and connect_token_file(config).is_file():
+        token = connect_token_file(config).read_text().strip()
+    return token or None
+
+
 def _connect_api(method: str, path: str, body: dict | None = None) -> dict:
     import httpx
 
-    from hub.runtime.status import connect_url
+    from hub.runtime.status import connect_options
 
-    url = connect_url(_config()) + path
+    config = _config()
+    token = _token(config)
+    if token is None:
+        _fail(f"no token for the connector runtime's REST API: set {config.connect.token_env} (connect.token_env) "
+              "to the token `eduhub connect` runs with")
     try:
-        response = httpx.request(method, url, json=body, timeout=30)
+        options = connect_options(config, token)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    url = options["base_url"] + path
+    try:
+        response = httpx.request(method, url, json=body, timeout=30, headers=options["headers"],
+                                 verify=options["verify"])
     except httpx.HTTPError as exc:
         _fail(f"the connector runtime at {url} is not reachable ({exc}); is `eduhub connect` running?")
-    data = response.json()
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
     if response.status_code >= 400:
         _fail(data.get("error", response.text) if isinstance(data, dict) else response.text)
     return data

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from hub.ops.cli.common import _config, _fail, _progress
+from hub.ops.cli.common import _config, _fail, _kafka, _progress
 
 
 def validate(
@@ -84,7 +84,7 @@ def ingest(
                 yield line
 
         count = asyncio.run(publish_envelopes(
-            config.kafka.bootstrap_servers, source, lines(),
+            _kafka(config), source, lines(),
             partitions=config.kafka.ingest_partitions, replication_factor=config.kafka.replication_factor))
     typer.echo(f"published {count} envelopes to ingest.{source}")
 
@@ -101,10 +101,11 @@ def tail_cmd(
     from hub.contract.registry import SchemaRegistry
 
     config = _config()
+    kafka = _kafka(config)
 
     async def go() -> None:
         async with SchemaRegistry(config.registry.url) as registry:
-            async for record in tail(config.kafka.bootstrap_servers, topic, registry=registry,
+            async for record in tail(kafka, topic, registry=registry,
                                      from_beginning=from_beginning, max_records=max_records, timeout_s=timeout):
                 line = record if as_json else {"key": record["key"], "value": record["value"]}
                 sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from hub.ops.cli.common import _config, _fail, _progress
+from hub.ops.cli.common import _config, _fail, _kafka, _progress
 
 if TYPE_CHECKING:  # only for annotations: the commands import what they use lazily, to start fast
     from datetime import datetime
@@ -60,7 +60,7 @@ def dlq_list(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: Op
     from hub.ops.replay import dead_letters
 
     config = _config()
-    letters = asyncio.run(dead_letters(config.kafka.bootstrap_servers, _filters(source, rule, since, until)))
+    letters = asyncio.run(dead_letters(_kafka(config), _filters(source, rule, since, until)))
     for letter in letters:
         if as_json:
             typer.echo(json.dumps(letter.summary(), ensure_ascii=False))
@@ -76,7 +76,7 @@ def dlq_show(ref: str = typer.Argument(..., help="topic:partition:offset (as `dl
     from hub.ops.replay import find
 
     config = _config()
-    letter = asyncio.run(find(config.kafka.bootstrap_servers, ref))
+    letter = asyncio.run(find(_kafka(config), ref))
     if letter is None:
         _fail(f"no dead letter {ref!r}: give topic:partition:offset from `eduhub dlq list`, or an event_id")
     typer.echo(json.dumps(letter.details(), ensure_ascii=False, indent=2))
@@ -93,11 +93,11 @@ def dlq_replay(source: list[str] = _SOURCE, rule: Optional[str] = _RULE, since: 
     from hub.stages.validate import Validator
 
     config = _config()
-    bootstrap = config.kafka.bootstrap_servers
-    letters = asyncio.run(dead_letters(bootstrap, _filters(source, rule, since, until)))
+    kafka = _kafka(config)
+    letters = asyncio.run(dead_letters(kafka, _filters(source, rule, since, until)))
     validator = Validator(Catalogue.load(), set(config.source_ids), council_code=config.exam.council_code)
     with _progress("replaying", len(letters)) as advance:
-        report = asyncio.run(replay(bootstrap, letters, validator, dry_run=dry_run, force=force,
+        report = asyncio.run(replay(kafka, letters, validator, dry_run=dry_run, force=force,
                                     replication_factor=config.kafka.replication_factor, progress=advance))
     for ref, why in report.still_invalid:
         typer.echo(f"still invalid  {ref}  {why}")

@@ -11,14 +11,41 @@ local_app = typer.Typer(help="The local Kafka broker and schema registry (real p
 
 
 @local_app.command("up")
-def local_up() -> None:
+def local_up(secure: bool = typer.Option(
+        False, "--secure", help="SASL_SSL listener (SCRAM-SHA-512, TLS from a throwaway CA), one user per "
+        "principal of hub.yaml with random passwords, ACLs enforced (then: eduhub acl apply).")) -> None:
     """Start the local broker and registry (resolving jars with Maven the first time)."""
     from hub.demo.local import LocalError, LocalStack
+    from hub.ops.acl import hub_principal
 
+    config = _config()
     try:
-        LocalStack(_config().local).up(echo=typer.echo)
-    except LocalError as exc:
+        stack = LocalStack(config.local, secure=secure, users=_users(config) if secure else ())
+        stack.up(echo=typer.echo)
+    except (LocalError, ValueError) as exc:  # ValueError: a user name SCRAM cannot take
         _fail(str(exc))
+        return
+    if stack.secure is not None:
+        typer.echo(f"secure    SASL_SSL {stack.bootstrap_servers} (SCRAM-SHA-512); CA {stack.secure.tls.ca_cert}\n"
+                   f"users     {stack.secure.credentials_file} (passwords, 0600): "
+                   f"set -a; . {stack.secure.credentials_file}; set +a\n"
+                   f"next      set kafka.security_protocol: SASL_SSL, kafka.username: "
+                   f"{hub_principal(config).removeprefix('User:')}, kafka.ssl_cafile: "
+                   f"{stack.secure.tls.ca_cert} in hub.yaml, then `eduhub acl apply`")
+
+
+def _users(config) -> list:
+    """A SCRAM user for each principal `eduhub acl plan` names (User:<name> only), with its password variable."""
+    from hub.demo.secure import User, env_name
+    from hub.ops.acl import principals
+
+    env_of = {f"User:{c['kafka_username']}": c["kafka_password_env"] for c in config.connectors
+              if c.get("kafka_username") and c.get("kafka_password_env")}
+    hub = config.kafka.username or "hub"
+    env_of[f"User:{hub}"] = "EDUHUB_KAFKA_PASSWORD"
+    env_of["User:admin"] = "EDUHUB_KAFKA_ADMIN_PASSWORD"
+    return [User(p.removeprefix("User:"), env_of.get(p) or env_name(p.removeprefix("User:")), role)
+            for p, role in principals(config).items() if p.startswith("User:")]
 
 
 @local_app.command("down")

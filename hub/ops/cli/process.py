@@ -49,4 +49,7 @@ def connect() -> None:
         _fail("hub.yaml declares no `connectors`", 2)
     from connectors.process import run_connect
 
-    run_connect(config, echo=typer.echo)
+    try:
+        run_connect(config, echo=typer.echo)
+    except ConfigError as exc:  # no REST API token, or a TLS file that does not load
+        _fail(str(exc), 2)
