@@ -258,7 +258,8 @@ def load_subscriptions(raw: list[dict], catalogue: Catalogue, master_key: bytes)
         try:
             config = SubscriptionConfig.model_validate(item)
         except ValidationError as exc:
-            raise ConfigError(format_errors(exc, f"subscriptions.{i}", SubscriptionConfig,
+            named = f" (subscriber {item['id']!r})" if isinstance(item.get("id"), str) else ""
+            raise ConfigError(format_errors(exc, f"subscriptions.{i}{named}", SubscriptionConfig,
                                             prefix=f"subscriptions.{i}.")) from None
         if config.id in seen:
             raise ConfigError(f"subscriptions.{i}.id: subscriber id {config.id!r} is declared twice "

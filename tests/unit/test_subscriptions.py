@@ -465,3 +465,11 @@ def test_config_errors_name_the_key():
 def test_master_key_too_short():
     with pytest.raises(SubscriptionError, match="16 bytes"):
         SubscriptionPolicy(SubscriptionConfig(id="abc", entities=["*"]), CATALOGUE, b"short")
+
+
+def test_a_plain_http_subscriber_is_refused_naming_the_subscriber_and_the_fix():
+    with pytest.raises(ConfigError) as refused:
+        load_subscriptions([{"id": "parent-app", "entities": ["school.score"],
+                             "delivery": {"kind": "http", "url": "http://parents.example.org/hook",
+                                          "secret_env": "X"}}], CATALOGUE, KEY)
+    assert "'parent-app'" in str(refused.value) and "https://parents.example.org/hook" in str(refused.value)
