@@ -70,6 +70,11 @@ async def partitions_of(kafka: KafkaClients, topic: str) -> list[int]:
     finally:
         await admin.close()
     if not described or described[0]["error_code"] != 0:
+        # 29 TOPIC_AUTHORIZATION_FAILED: a broker with ACLs tells a principal that may not describe a
+        # topic no more than that (and may answer 3 UNKNOWN_TOPIC_OR_PARTITION to hide that it exists).
+        code = described[0]["error_code"] if described else 3
+        if code == 29 or kafka.sasl:
+            raise LookupError(f"topic {topic} does not exist, or {kafka.describe()} may not describe it")
         raise LookupError(f"topic {topic} does not exist")
     return sorted(p["partition"] for p in described[0]["partitions"])
 
