@@ -71,8 +71,9 @@ def flow(local_stack, tmp_path_factory):
     }
     config_path = write_config(tmp / "hub.yaml", local_stack, [source, portal], web_port=WORKER_PORT,
                                instance_id=f"it-leak-{uuid.uuid4().hex[:6]}", subscriptions=subscriptions, extra=extra)
-    saved = {k: os.environ.get(k) for k in SECRETS}
-    os.environ.update(SECRETS)  # the worker and the connector runtime read their secrets from the environment
+    environment = pytest.MonkeyPatch()  # module-scoped: undone in the finally below
+    for name, value in SECRETS.items():  # the worker and the connector runtime read their secrets from the environment
+        environment.setenv(name, value)
     env = {**os.environ, "EDUHUB_CONFIG": str(config_path)}
     worker = WorkerProcess(config_path, tmp / "worker.log")
     connect = Child("connect", [sys.executable, "-m", "hub", "connect"], env, tmp / "connect.log")
@@ -105,11 +106,7 @@ def flow(local_stack, tmp_path_factory):
         connect.stop()
         worker.stop()
         receiver.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        environment.undo()
 
 
 def _logs(flow) -> list[str]:

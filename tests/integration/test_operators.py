@@ -108,8 +108,9 @@ def running_hub(local_stack, tmp_path_factory):
     env = {**os.environ, "EDUHUB_CONFIG": str(config_path), "EDUHUB_PSEUDONYM_KEY": KEY,
            "EDUHUB_TEST_SUB_SECRET": SUB_SECRET, "EDUHUB_TEST_HTTP_SECRET": HTTP_SECRET}
     # WorkerProcess passes os.environ on: set the worker's secrets there for the module, then put it back.
-    saved = {k: os.environ.get(k) for k in ("EDUHUB_PSEUDONYM_KEY", "EDUHUB_TEST_SUB_SECRET")}
-    os.environ.update({k: env[k] for k in saved})
+    environment = pytest.MonkeyPatch()  # module-scoped: undone in the finally below
+    for name in ("EDUHUB_PSEUDONYM_KEY", "EDUHUB_TEST_SUB_SECRET"):
+        environment.setenv(name, env[name])
     worker = WorkerProcess(config_path, tmp / "worker.log")
     connect = Child("connect", [sys.executable, "-m", "hub", "connect"], env, tmp / "connect.log")
     traffic = Traffic(local_stack.bootstrap_servers, source)
@@ -131,11 +132,7 @@ def running_hub(local_stack, tmp_path_factory):
         connect.stop()
         worker.stop()
         receiver.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        environment.undo()
 
 
 def test_every_dashboard_and_alert_expression_returns_data_from_a_real_prometheus(running_hub):
