@@ -88,7 +88,8 @@ def write_config(path: Path, stack: LocalStack, sources: list[str], *, web_port:
     document = {
         "kafka": {"bootstrap_servers": stack.bootstrap_servers, "ingest_partitions": 3, "canonical_partitions": 3},
         "registry": {"url": stack.registry_url},
-        "worker": {"instance_id": instance_id, "web_port": web_port},
+        # each test's workers keep their dedup stores beside their hub.yaml (one folder per instance_id)
+        "worker": {"instance_id": instance_id, "web_port": web_port, "state_dir": str(path.parent / "worker-state")},
         "sources": [{"id": s} for s in sources],
         "local": {"state_dir": str(stack.state_dir), **TEST_PORTS},
         "subscriptions": subscriptions or [],

@@ -31,6 +31,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EDUHUB_REGISTRY_USERNAME": ("registry", "username"),
     "EDUHUB_REGISTRY_PASSWORD": ("registry", "password"),
     "EDUHUB_WORKER_INSTANCE_ID": ("worker", "instance_id"),
+    "EDUHUB_WORKER_STATE_DIR": ("worker", "state_dir"),
     "EDUHUB_WEB_HOST": ("worker", "web_host"),
     "EDUHUB_WEB_PORT": ("worker", "web_port"),
     "EDUHUB_CONNECT_URL": ("worker", "connect_url"),
@@ -179,6 +180,9 @@ class WorkerConfig(_Section):
         7 * 24 * 3600, ge=0, le=90 * 24 * 3600,
         description="seconds during which a repeated event_id is dropped (default 7 days; 0 turns dedup off)",
     )
+    state_dir: Path = Field(Path(".eduhub/state"), description="folder of the worker's local state, the dedup "
+                            "window's store (in <state_dir>/<instance_id>/dedup; relative to the working directory): "
+                            "local disk, one per worker, never shared between hosts")
     shutdown_timeout_s: float = Field(
         30.0, ge=1, le=600,
         description="longest a worker takes to stop after SIGTERM/SIGINT; past it the process exits at once "

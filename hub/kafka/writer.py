@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
@@ -48,6 +49,11 @@ class BatchWriter:
         self._full: list[tuple[tuple[str, int], object]] = []
         self._sent: list[asyncio.Future] = []
         self._round_robin = itertools.count()
+        # (topic, partition) → the future and record count of the last batch sent there since the last flush
+        self._last: dict[tuple[str, int], tuple[asyncio.Future, int]] = {}
+        # After a flush: (topic, partition) → the offset after the last record it wrote there (from the acks),
+        # e.g. how far a changelog holds what this transaction wrote.
+        self.acked: dict[tuple[str, int], int] = {}
 
     async def prepare(self, topics: Iterable[str], refresh: bool = False) -> None:
         """Learn the partitions of the topics `append` will write to (from cached metadata)."""
@@ -83,21 +89,34 @@ class BatchWriter:
         """Hand the full batches to the producer (keeps memory bounded during a long batch)."""
         full, self._full = self._full, []
         for tp, batch in full:
-            self._sent.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+            await self._send(tp, batch)
+
+    async def _send(self, tp: tuple[str, int], batch: Any) -> None:
+        count = batch.record_count()
+        future = await self.producer.send_batch(batch, tp[0], partition=tp[1])
+        self._sent.append(future)
+        self._last[tp] = (future, count)
 
     async def flush(self) -> None:
-        """Send every batch, open or full, and wait until Kafka acknowledged all of them."""
+        """Send every batch, open or full, and wait until Kafka acknowledged all of them; `acked` then
+        holds where each partition written to ends."""
+        self.acked = {}
         await self.drain()
         for tp, batch in self._open.items():
             if batch.record_count():
-                self._sent.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+                await self._send(tp, batch)
         self._open.clear()
         sent, self._sent = self._sent, []
+        last, self._last = self._last, {}
         if sent:
             await asyncio.gather(*sent)
+        # A batch's future holds its base offset; records of one producer land in a partition in order.
+        self.acked = {tp: future.result().offset + count for tp, (future, count) in last.items()}
 
     def discard(self) -> None:
         """Drop unsent batches (after an aborted transaction)."""
         self._open.clear()
         self._full.clear()
         self._sent.clear()
+        self._last.clear()
+        self.acked = {}

@@ -14,9 +14,11 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import faust
@@ -87,6 +89,12 @@ async def check_copartitioned(kafka: KafkaClients, changelog: str, sources: list
         if need > have:
             raise ConfigError(f"topic {ingest_topic(source)} has {need} partitions but the dedup changelog {changelog} "
                               f"has {have}: add partitions to {changelog} (kafka-topics.sh --alter --partitions {need})")
+
+
+def dedup_dir(config: HubConfig) -> Path:
+    """Where this worker keeps its dedup store: <worker.state_dir>/<instance_id>/dedup (the id made a safe name)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", config.worker.instance_id).lstrip(".") or "_"
+    return Path(config.worker.state_dir) / name / "dedup"
 
 
 def http_secrets(policies: list[SubscriptionPolicy]) -> dict[str, bytes]:
@@ -214,6 +222,7 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
     registry = SchemaRegistry(config.registry.url, username=config.registry.username, password=password,
                               timeout=config.registry.timeout_s)
     state: dict[str, Any] = {}
+    windows: list[DedupWindow] = []  # opened once (its store is locked while open), closed on stop
 
     async def start_validate() -> ValidateStage:
         # Kafka first: credentials it refuses stop the worker at once, whatever the registry's state.
@@ -229,7 +238,10 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         dedup = None
         if config.worker.dedup_window_s:
             # Co-partitioned with the ingest topics: ingest partition p keeps its window in partition p.
-            dedup = DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s)
+            if not windows:
+                windows.append(DedupWindow(changelog_topic(group_id), config.worker.dedup_window_s,
+                                           state_dir=dedup_dir(config)))
+            dedup = windows[0]
             await ensure_topics(clients, [(dedup.topic, kafka.ingest_partitions)],
                                 kafka.replication_factor, configs=changelog_configs(dedup.window_s))
             await check_copartitioned(clients, dedup.topic, config.source_ids)
@@ -243,7 +255,12 @@ def create_app(config: HubConfig, catalogue: Catalogue | None = None, metrics: H
         log.info("validate stage: %s → edu.* (schema ids %s)", ", ".join(stage.topics), schema_ids)
         return stage
 
-    app.service(stage_service("validate", start_validate, state, metrics, on_stop=registry.close))
+    async def stop_validate() -> None:
+        await registry.close()
+        while windows:
+            windows.pop().close()
+
+    app.service(stage_service("validate", start_validate, state, metrics, on_stop=stop_validate))
 
     if config.subscriptions:
         key = master_key(config)

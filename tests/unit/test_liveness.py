@@ -107,7 +107,7 @@ def test_exit_after_ends_a_process_whose_loop_is_blocked():
     assert "did not stop within" in done.stderr
 
 
-def test_no_stage_attribute_shadows_a_method_of_the_batch_loop():
+def test_no_stage_attribute_shadows_a_method_of_the_batch_loop(tmp_path):
     """ValidateStage once kept its last refusal in `self._failed`, hiding the loop's `_failed()`: the first
     failed batch then crashed the stage instead of being retried."""
     from hub.stages.dedup import DedupWindow
@@ -117,7 +117,7 @@ def test_no_stage_attribute_shadows_a_method_of_the_batch_loop():
     async def make() -> ValidateStage:
         stage = ValidateStage(validator=Validator(Catalogue.load(), {"src"}), schema_ids={}, sources=["src"],
                               kafka=KafkaClients.plain("127.0.0.1:1"), group_id="g", transactional_prefix="x",
-                              metrics=HubMetrics(), dedup=DedupWindow("changelog"))
+                              metrics=HubMetrics(), dedup=DedupWindow("changelog", state_dir=tmp_path))
         stage._output(SimpleNamespace(value=b"not json", key=None, topic="ingest.src", partition=0, offset=0),
                       "src", __import__("datetime").datetime.now(__import__("datetime").timezone.utc), "")
         return stage
