@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 FIELDS = ("event_id", "source", "entity", "op", "key", "occurred_at", "data", "trace_id")
 _FIELD_SET = frozenset(FIELDS)
 REQUIRED = ("event_id", "source", "entity", "op", "key", "occurred_at")
@@ -95,8 +97,25 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
 
 
+# read_json's check for a run of 19 digits: every digit becomes "0", every other byte a space, then one
+# substring search (a tenth of the time a regular expression takes on an envelope).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
 def read_json(raw: bytes) -> tuple[Any, Problem | None]:
-    """Decode one UTF-8 JSON document; a failure is a Problem, never an exception."""
+    """Decode one UTF-8 JSON document exactly as `json.loads` does; a failure is a Problem, never an exception.
+
+    orjson reads a document about four times faster (the largest single cost of validation). It gives
+    the same values for every document it accepts, except integers beyond 64 bits, which it turns into
+    floats: a run of 19 digits or more sends the document to the standard library, as does everything
+    orjson refuses (NaN, 1e400, lone surrogates, deep nesting, bad UTF-8), whose problem the standard
+    library words exactly."""
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw), None
+        except orjson.JSONDecodeError:
+            pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

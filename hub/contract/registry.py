@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -146,7 +145,7 @@ class SchemaRegistry:
         try:
             if reader is None or reader[0] == schema_id:
                 return decode_body(writer, body)
-            return fastavro.schemaless_reader(io.BytesIO(body), writer, reader[1])
+            return decode_body(writer, body, reader[1])
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, … on hostile bytes
             raise RecordError("record.avro_decode",
                               f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {exc}"

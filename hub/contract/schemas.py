@@ -133,6 +133,11 @@ def encode_wire(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> b
     return buffer.getvalue()
 
 
+def wire_header(schema_id: int) -> bytes:
+    """The 5 bytes that precede an Avro body in the Confluent wire format."""
+    return _HEADER.pack(MAGIC, schema_id)
+
+
 def split_wire(value: bytes) -> tuple[int, bytes]:
     """Schema id and Avro body of a Confluent wire-format value."""
     if len(value) < 5 or value[0] != MAGIC:
@@ -140,5 +145,11 @@ def split_wire(value: bytes) -> tuple[int, bytes]:
     return _HEADER.unpack_from(value)[1], value[5:]
 
 
-def decode_body(parsed_schema: Any, body: bytes) -> Any:
-    return fastavro.schemaless_reader(io.BytesIO(body), parsed_schema)
+def decode_body(parsed_schema: Any, body: bytes, reader_schema: Any = None) -> Any:
+    """The datum of an Avro body (resolved to `reader_schema` when given); ValueError when bytes are left
+    over: the body is not one record of that schema (the route stage passes bodies on as they are)."""
+    buffer = io.BytesIO(body)
+    datum = fastavro.schemaless_reader(buffer, parsed_schema, reader_schema)
+    if buffer.tell() != len(body):
+        raise ValueError(f"{len(body) - buffer.tell()} bytes left after the record")
+    return datum

@@ -4,6 +4,8 @@ and input offsets in one Kafka transaction."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import hashlib
 import logging
 import time
@@ -18,10 +20,11 @@ from hub.core.config import ConfigError
 from hub.core.metrics import HubMetrics, error_label, export_lag
 from hub.kafka.admin import partitions_of
 from hub.kafka.clients import KafkaClients
-from hub.kafka.tasks import CLOSE_TIMEOUT_S, Task, TaskSet
+from hub.kafka.tasks import CLOSE_TIMEOUT_S, Task, TaskSet, TransactionGate
 from hub.kafka.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+_WRITER: contextvars.ContextVar[BatchWriter] = contextvars.ContextVar("eduhub_stage_writer")
 # A restore that has not finished by then is tried again from the start (and counted as failed).
 RESTORE_TIMEOUT_S = 600.0
 # A fenced task waits this long before it renews its producer: a zombie (a worker frozen past its
@@ -40,7 +43,11 @@ class TransactionalStage:
     `BatchWriter` (sends are not awaited one by one: the commit waits for all of them). A failed
     transaction is aborted, counted and logged with its cause, and its records re-read from the
     committed offsets after a backoff (1 s doubling to 30 s); the loop itself never stops on an error.
-    Subclasses set `stage` and implement `process(batches)` (writing through `self.writer`);
+    The tasks' transactions of one batch run concurrently (each task has its own producer): while
+    one waits for its acknowledgements and commit, the next one's records are processed, so a turn
+    of the loop costs about one commit round trip, not one per partition.
+    Subclasses set `stage` and implement `process(batches)` (writing through `self.writer`, which is
+    the writer of the transaction the calling coroutine runs in), returning what `committed` needs;
     `output_topics` lists where they write. `turned_at` (monotonic) is when the loop last turned:
     /healthz fails when it stops moving.
     """
@@ -71,9 +78,7 @@ class TransactionalStage:
         # the tasks this worker owns, by partition number
         self._tasks = TaskSet(stage=self.stage, producer_config=producer_config, prefix=self.transactional_prefix,
                               metrics=metrics, stopping=self._stopping)
-        self.writer: BatchWriter | None = None  # the writer of the task whose transaction is open
-        # Held while a transaction is open: revoking partitions waits for it to commit or abort.
-        self._txn_lock = asyncio.Lock()
+        self._gate = TransactionGate()  # a rebalance waits for the transactions in flight
         self.processed = 0
         self.first_batch_at: float | None = None  # perf_counter() of the first batch read
         self.turned_at = time.monotonic()
@@ -83,7 +88,8 @@ class TransactionalStage:
         # Counts rebalances: a batch returned before one is dropped, since the rebalance moved the
         # partitions' positions back to their committed offsets and the records will be fetched again.
         self._generation = 0
-        self._failures = 0  # batches failed in a row (the backoff grows with it)
+        self._failures = 0  # turns of the loop failed in a row (the backoff grows with it)
+        self._failed_this_turn = False  # tasks fail together (broker down): one turn counts once
         self._next_offsets: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
         metrics.stage_errors.labels(self.stage, "restore")  # at 0 from the start: "no failures" is data
@@ -92,6 +98,9 @@ class TransactionalStage:
         await self._check_copartitioned()
         await self.kafka.start(self.consumer)
         self.consumer.subscribe(self.topics, listener=_Listener(self))
+        # What exists once a stage starts (modules, schemas, clients) lives as long as the process: out of
+        # the collector's sight, a full collection no longer walks it (~100 ms pauses under load, measured).
+        gc.freeze()
 
     async def _check_copartitioned(self) -> None:
         """Task p must own partition p of every input: refuse inputs with different partition counts."""
@@ -140,6 +149,7 @@ class TransactionalStage:
         """Process batches until stopped."""
         while not self._stopping.is_set():
             self._turn()
+            self._failed_this_turn = False
             try:
                 batches = await self.consumer.getmany(timeout_ms=self.batch_max_wait_ms or 1,
                                                       max_records=self.batch_max_records)
@@ -165,49 +175,64 @@ class TransactionalStage:
             by_task: dict[int, dict[TopicPartition, list[Any]]] = {}
             for tp, messages in batches.items():
                 by_task.setdefault(tp.partition, {})[tp] = messages
-            delay = 0.0
-            for partition, task_batches in by_task.items():
-                delay = max(delay, await self._transact(partition, task_batches))
+            delays = await asyncio.gather(*(self._transact(p, b) for p, b in by_task.items()))
+            delay = max(delays)
             self.update_lag()
             await self._back_off(delay)
             self.metrics.batch_seconds.labels(self.stage).observe(time.perf_counter() - started)
 
+    @property
+    def writer(self) -> BatchWriter:
+        """The writer of the transaction the calling coroutine runs in (tasks commit concurrently)."""
+        return _WRITER.get()
+
+    @writer.setter
+    def writer(self, writer: BatchWriter) -> None:
+        _WRITER.set(writer)
+
     async def _transact(self, partition: int, batches: dict[TopicPartition, list[Any]]) -> float:
         """One task's records in one transaction with their outputs and offsets; returns how long to
         back off (0 when it committed)."""
-        async with self._txn_lock:  # a revocation waits for this transaction to end
-            if any(tp not in self.consumer.assignment() for tp in batches):
-                return 0.0  # revoked meanwhile: the new owner reads these from the committed offsets
-            task = self._tasks.get(partition)
-            if task is None:  # not claimed (the stage is stopping): read these again, never skip them
-                await self._rewind(self._task_partitions(partition))
-                return 1.0
-            if task.broken:
-                # Only a producer that has fenced its predecessors may write, and only from offsets read
-                # after that fencing: renew, rewind, and let these records be fetched again.
-                await self._rewind(self._task_partitions(partition))
-                if time.monotonic() - (task.broken_at or 0.0) < FENCE_GRACE_S:
-                    return 1.0  # maybe a zombie: let the group take the partition away first
-                try:
-                    await self._tasks.renew(task)
-                except Exception as exc:  # noqa: BLE001 — broker unreachable: try again later
-                    return await self._failed(exc, {})
-                await self._rewind(self._task_partitions(partition))
-                return 0.0
-            self.writer = task.writer
+        if not self._gate.enter():
+            return 0.0  # a rebalance is under way: these records are read again by whoever owns them next
+        try:
+            return await self._transact_open(partition, batches)
+        finally:
+            self._gate.leave()
+
+    async def _transact_open(self, partition: int, batches: dict[TopicPartition, list[Any]]) -> float:
+        if any(tp not in self.consumer.assignment() for tp in batches):
+            return 0.0  # revoked meanwhile: the new owner reads these from the committed offsets
+        task = self._tasks.get(partition)
+        if task is None:  # not claimed (the stage is stopping): read these again, never skip them
+            await self._rewind(self._task_partitions(partition))
+            return 1.0
+        if task.broken:
+            # Only a producer that has fenced its predecessors may write, and only from offsets read
+            # after that fencing: renew, rewind, and let these records be fetched again.
+            await self._rewind(self._task_partitions(partition))
+            if time.monotonic() - (task.broken_at or 0.0) < FENCE_GRACE_S:
+                return 1.0  # maybe a zombie: let the group take the partition away first
             try:
-                await task.writer.prepare(self.output_topics, refresh=True)
-                async with task.producer.transaction():
-                    await self.process(batches)
-                    await task.writer.flush()
-                    await task.producer.send_offsets_to_transaction(
-                        {tp: messages[-1].offset + 1 for tp, messages in batches.items()}, self.group_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 — whatever failed, the transaction did not commit
-                return await self._failed(exc, batches, task)
+                await self._tasks.renew(task)
+            except Exception as exc:  # noqa: BLE001 — broker unreachable: try again later
+                return await self._failed(exc, {})
+            await self._rewind(self._task_partitions(partition))
+            return 0.0
+        self.writer = task.writer  # this coroutine's own context: concurrent tasks never share it
+        try:
+            await task.writer.prepare(self.output_topics, refresh=True)
+            async with task.producer.transaction():
+                outcome = await self.process(batches)
+                await task.writer.flush()
+                await task.producer.send_offsets_to_transaction(
+                    {tp: messages[-1].offset + 1 for tp, messages in batches.items()}, self.group_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — whatever failed, the transaction did not commit
+            return await self._failed(exc, batches, task)
         self._failures = 0
-        self.committed(batches)
+        self.committed(batches, outcome)
         for tp, messages in batches.items():
             self._next_offsets[tp] = messages[-1].offset + 1
         self.processed += sum(len(m) for m in batches.values())
@@ -232,7 +257,9 @@ class TransactionalStage:
                       task: Task | None = None) -> float:
         """A batch (or a fetch) failed: nothing of it is visible. Count it, say why, rewind; returns the
         backoff, which the loop waits out with no transaction open (a revocation must not wait for it)."""
-        self._failures += 1
+        if not self._failed_this_turn:
+            self._failures += 1
+            self._failed_this_turn = True
         self.metrics.stage_errors.labels(self.stage, error_label(exc)).inc()
         delay = backoff_s(self._failures)
         records = sum(len(m) for m in batches.values())
@@ -270,12 +297,15 @@ class TransactionalStage:
         self._lag_at = now
         export_lag(self.metrics, self.consumer, self.group_id, self._next_offsets)
 
-    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        """Append the batch's outputs to `self.writer` (called inside the transaction)."""
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> Any:
+        """Append the batch's outputs to `self.writer` (called inside the transaction); what it returns
+        is handed to `committed` (keep per-batch state there, not on `self`: batches of other tasks
+        are processed while this one's transaction is committing)."""
         raise NotImplementedError
 
-    def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        """The batch's transaction committed (count it in metrics here, not before)."""
+    def committed(self, batches: dict[TopicPartition, list[Any]], outcome: Any) -> None:
+        """The batch's transaction committed (count it in metrics here, not before); `outcome` is what
+        `process` returned."""
 
     def aborted(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """The batch's transaction aborted: forget what `process` staged for it."""
@@ -343,9 +373,12 @@ class _Listener(ConsumerRebalanceListener):
         stage = self.stage
         stage._generation += 1
         stage._restored.clear()
-        async with stage._txn_lock:  # the transaction in flight commits or aborts before the hand-over
+        await stage._gate.close()  # the transactions in flight commit or abort before the hand-over
+        try:
             stage.on_revoked(set(revoked))
             await stage._release(set(revoked))
+        finally:
+            stage._gate.reopen()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         stage = self.stage

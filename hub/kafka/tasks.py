@@ -1,4 +1,5 @@
-"""A transactional stage's tasks: one transactional producer per input partition number, claimed, renewed, released."""
+"""A transactional stage's tasks: one transactional producer per input partition number, claimed, renewed,
+released; and the gate that lets a rebalance wait for their transactions in flight."""
 
 from __future__ import annotations
 
@@ -119,3 +120,34 @@ class TaskSet:
         """Close every producer at once (an open transaction aborts)."""
         tasks, self._tasks = list(self._tasks.values()), {}
         await asyncio.gather(*(task.close() for task in tasks))
+
+
+class TransactionGate:
+    """The transactions of a stage in flight, and the rebalance that waits for them: once `close` began no
+    transaction may begin, and it returns when those in flight committed or aborted; `reopen` ends it."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._ended = asyncio.Event()
+        self._closed = 0
+
+    def enter(self) -> bool:
+        """A transaction begins; False (and it must not) while the gate is closed."""
+        if self._closed:
+            return False
+        self._open += 1
+        self._ended.clear()
+        return True
+
+    def leave(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._ended.set()
+
+    async def close(self) -> None:
+        self._closed += 1
+        while self._open:
+            await self._ended.wait()
+
+    def reopen(self) -> None:
+        self._closed -= 1

@@ -95,6 +95,7 @@ class SubscriptionPolicy:
         self.filter = compile_filter(config.filter) if config.filter is not None else None
         self._filter_applies = self._check_filter(names)
         self._plans: dict[str, list[tuple[str, Callable[[Any], Any] | None]]] = {}
+        self._whole: set[str] = set()  # entities this subscriber receives exactly as the canonical record
         self._schemas: dict[str, dict[str, Any]] = {}
         self._key_pseudonymised: dict[str, frozenset[str]] = {}
         for entity in names:
@@ -193,6 +194,9 @@ class SubscriptionPolicy:
             out_fields.append(new)
         forced = {n for n in schema.key_fields if self.policy_of(entity, n) == "pseudonymise"}
         self._plans[entity] = plan
+        if (len(plan) == len(schema.schema["fields"]) and all(t is None for _, t in plan)
+                and [f["type"] for f in out_fields] == [f["type"] for f in schema.schema["fields"]]):
+            self._whole.add(entity)
         self._schemas[entity] = project_schema(schema, out_fields, self.namespace, self.id, self._named[entity])
         self._key_pseudonymised[entity] = frozenset(forced)
 
@@ -208,12 +212,22 @@ class SubscriptionPolicy:
             raise SubscriptionError(f"{self.id} does not subscribe to {entity!r}", "entities")
         return copy.deepcopy(self._schemas[entity])
 
+    def receives_whole(self, entity: str) -> bool:
+        """True when this subscriber's record of `entity` is the canonical one unchanged (every field, in
+        clear, same types): its Avro body is then the canonical body, which the route stage passes on
+        instead of encoding it again."""
+        return entity in self._whole
+
+    def admits(self, entity: str, record: dict[str, Any]) -> bool:
+        """The subscriber's filter lets the record through (as `apply` decides)."""
+        return self.filter is None or (self._filter_applies[entity] and self.filter(record))
+
     def apply(self, entity: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """The projected record for this subscriber, or None (not subscribed, or the filter rejects it)."""
         plan = self._plans.get(entity)
         if plan is None:
             return None
-        if self.filter is not None and not (self._filter_applies[entity] and self.filter(record)):
+        if not self.admits(entity, record):
             return None
         out: dict[str, Any] = {}
         for name, transform in plan:

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,7 @@ from hub.routing.audit import REFS_HEADER, audit_entry, audit_record_key, audit_
 from hub.contract.envelope import HEADER_EVENT_ID, HEADER_OCCURRED_AT, HEADER_SOURCE, header_value, parse_timestamp
 from hub.core.metrics import HubMetrics
 from hub.contract.registry import RecordError, SchemaRegistry
-from hub.contract.schemas import Catalogue, EntitySchema, encode_wire
+from hub.contract.schemas import Catalogue, EntitySchema, encode_wire, wire_header
 from hub.kafka.stage import TransactionalStage
 from hub.kafka.clients import KafkaClients
 from hub.routing.policy import SubscriptionPolicy
@@ -28,6 +29,14 @@ STAGE = "route"
 SUBSCRIBER_HEADER = "eduhub.subscriber"
 DEAD_LETTER = "\0dead letter"  # the entity slot of a per-batch count of dead letters, by source
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one batch routed, counted into the metrics once its transaction committed."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (subscriber, entity) or (source, DEAD_LETTER)
+    kafka_delivered: list[tuple[str, str | None]] = field(default_factory=list)  # (subscriber, occurred_at) for latency
 
 
 class RouteStage(TransactionalStage):
@@ -41,12 +50,16 @@ class RouteStage(TransactionalStage):
                  schema_ids: dict[tuple[str, str], int], kafka: KafkaClients, group_id: str,
                  transactional_prefix: str, metrics: HubMetrics, audit_key: bytes,
                  canonical_ids: dict[str, int] | None = None,
-                 batch_max_records: int = 20_000, batch_max_wait_ms: int = 50) -> None:
-        self.by_topic = {e.topic: e for e in catalogue.entities.values()}
+                 batch_max_records: int = 20_000, batch_max_wait_ms: int = 50, topic_prefix: str = "") -> None:
+        # Input and output topics get `topic_prefix`; only the benchmark sets it, to keep its topics apart.
+        self.topic_prefix = topic_prefix
+        self.audit_topic = topic_prefix + AUDIT_TOPIC
+        self.dlq_topic = topic_prefix + ROUTE_DLQ_TOPIC
+        self.by_topic = {topic_prefix + e.topic: e for e in catalogue.entities.values()}
         super().__init__(topics=list(self.by_topic), kafka=kafka, group_id=group_id,
                          transactional_prefix=transactional_prefix, metrics=metrics,
-                         output_topics=[AUDIT_TOPIC, ROUTE_DLQ_TOPIC]
-                         + [p.topic(e) for p in policies for e in p.entities],
+                         output_topics=[self.audit_topic, self.dlq_topic]
+                         + [topic_prefix + p.topic(e) for p in policies for e in p.entities],
                          batch_max_records=batch_max_records, batch_max_wait_ms=batch_max_wait_ms)
         self.policies = policies
         self.registry = registry
@@ -56,9 +69,11 @@ class RouteStage(TransactionalStage):
         self.readers = {e.entity: ((canonical_ids or {}).get(e.entity, -1), e.parsed)
                         for e in catalogue.entities.values()}
         self.audit_key = audit_key
+        # The wire header of records written with today's canonical schema: their body is passed on as
+        # it is to subscribers that receive the whole record (see SubscriptionPolicy.receives_whole).
+        self._current_headers = {entity: wire_header(schema_id) for entity, (schema_id, _) in self.readers.items()
+                                 if schema_id >= 0}
         self._parsed_schemas: dict[tuple[str, str], Any] = {}
-        self._counts: Counter[tuple[str, str]] = Counter()
-        self._kafka_delivered: list[tuple[str, str | None]] = []  # (subscriber, occurred_at header) for latency
         self._by_kafka = {p.config.id for p in policies if p.config.delivery.kind == "kafka"}
 
     def _parsed(self, policy: SubscriptionPolicy, entity: str) -> Any:
@@ -69,11 +84,9 @@ class RouteStage(TransactionalStage):
             parsed = self._parsed_schemas[key] = fastavro.parse_schema(policy.projected_schema(entity))
         return parsed
 
-    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> Tally:
         writer = self.writer
-        counts = self._counts
-        counts.clear()
-        self._kafka_delivered.clear()
+        tally = Tally()
         now = datetime.now(timezone.utc).isoformat()
         for tp, messages in batches.items():
             entity = self.by_topic[tp.topic]
@@ -81,11 +94,12 @@ class RouteStage(TransactionalStage):
                 try:
                     record = await self._decode(entity, message)
                 except RecordError as exc:  # the record's own bytes: no subscriber can get it
-                    self._dead_letter(message, exc.problem)
+                    self._dead_letter(message, exc.problem, tally)
                     continue
                 # RegistryError propagates: the registry is down, the batch aborts and is retried later.
-                self._route(entity, message, record, now)
+                self._route(entity, message, record, now, tally)
             await writer.drain()
+        return tally
 
     async def _decode(self, entity: EntitySchema, message: Any) -> dict[str, Any] | None:
         """The canonical record (None for a tombstone), read as today's schema; RecordError if it cannot be."""
@@ -102,23 +116,27 @@ class RouteStage(TransactionalStage):
             raise RecordError("record.avro_decode", f"the value decodes to {type(record).__name__}, not a record")
         return record
 
-    def _route(self, entity: EntitySchema, message: Any, record: dict[str, Any] | None, now: str) -> None:
+    def _route(self, entity: EntitySchema, message: Any, record: dict[str, Any] | None, now: str,
+               tally: Tally) -> None:
         """Write the record for each matching subscriber; a subscriber whose projection or encoding fails
         gets a dead letter instead, and the other subscribers still get the record."""
         headers = list(message.headers or ())
         event_id = header_value(headers, HEADER_EVENT_ID)
         occurred = header_value(headers, HEADER_OCCURRED_AT)
         entity_key = message.key.decode()
+        value = message.value
+        # Decoded with the same schema and nothing left over (decode_body checks): the body as it is.
+        body = value[5:] if value is not None and value[:5] == self._current_headers.get(entity.entity) else None
         refs = None  # the audit references of this record: the same for every subscriber, hashed once
         for policy in self.policies:
             if entity.entity not in policy.entities:
                 continue
             try:
-                output = self._project(policy, entity.entity, entity_key, record)
+                output = self._project(policy, entity.entity, entity_key, record, body)
             except RecordError as exc:
                 log.warning("route: %s[%d]@%d for %s: %s", message.topic, message.partition, message.offset,
                             policy.config.id, exc.problem.message)
-                self._dead_letter(message, exc.problem, subscriber=policy.config.id)
+                self._dead_letter(message, exc.problem, tally, subscriber=policy.config.id)
                 continue
             if output is None:
                 continue
@@ -131,19 +149,25 @@ class RouteStage(TransactionalStage):
                 out_headers.append((REFS_HEADER, json.dumps(refs).encode()))
             else:
                 # keyed by the entity key's reference: hub.audit never holds a key in clear
-                self.writer.append(AUDIT_TOPIC, audit_record_key(refs), audit_entry(
+                self.writer.append(self.audit_topic, audit_record_key(refs), audit_entry(
                     refs, subscriber=policy.config.id, entity=entity.entity, event_id=event_id, at=now,
                     outcome="delivered"), None, [])
-                self._kafka_delivered.append((policy.config.id, occurred))
-            self.writer.append(policy.topic(entity.entity), key, value, None, out_headers)
-            self._counts[(policy.config.id, entity.entity)] += 1
+                tally.kafka_delivered.append((policy.config.id, occurred))
+            self.writer.append(self.topic_prefix + policy.topic(entity.entity), key, value, None, out_headers)
+            tally.counts[(policy.config.id, entity.entity)] += 1
 
-    def _project(self, policy: SubscriptionPolicy, entity: str, entity_key: str,
-                 record: dict[str, Any] | None) -> tuple[bytes, bytes | None] | None:
-        """(key, value) of the subscriber's record, None when its filter leaves the record out."""
+    def _project(self, policy: SubscriptionPolicy, entity: str, entity_key: str, record: dict[str, Any] | None,
+                 body: bytes | None = None) -> tuple[bytes, bytes | None] | None:
+        """(key, value) of the subscriber's record, None when its filter leaves the record out; `body` is
+        the canonical Avro body when the record was written with today's schema."""
         try:
             if record is None:  # a delete: every subscriber of the entity gets the tombstone
                 return policy.key_for_delete(entity, entity_key).encode(), None
+            if body is not None and policy.receives_whole(entity):  # the same bytes, under its schema id
+                if not policy.admits(entity, record):
+                    return None
+                return (policy.key_of(entity, record).encode(),
+                        wire_header(self.schema_ids[(policy.config.id, entity)]) + body)
             projected = policy.apply(entity, record)
             if projected is None:
                 return None
@@ -158,7 +182,7 @@ class RouteStage(TransactionalStage):
             raise RecordError("record.encode_failed", f"the projected record for subscriber {policy.config.id!r} "
                                                       f"does not encode: {type(exc).__name__}: {exc}") from None
 
-    def _dead_letter(self, message: Any, problem: Any, subscriber: str | None = None) -> None:
+    def _dead_letter(self, message: Any, problem: Any, tally: Tally, subscriber: str | None = None) -> None:
         """`hub.dlq.route` gets the original record with the reason (and the subscriber that missed it)."""
         original = list(message.headers or ())
         headers = dlq.dead_letter_headers(
@@ -166,11 +190,11 @@ class RouteStage(TransactionalStage):
             event_id=header_value(original, HEADER_EVENT_ID), original=original)
         if subscriber is not None:
             headers.append((SUBSCRIBER_HEADER, subscriber.encode()))
-        self.writer.append(ROUTE_DLQ_TOPIC, message.key, dlq.fit(message.value, message.key, headers), None, headers)
-        self._counts[(header_value(original, HEADER_SOURCE) or "", DEAD_LETTER)] += 1
+        self.writer.append(self.dlq_topic, message.key, dlq.fit(message.value, message.key, headers), None, headers)
+        tally.counts[(header_value(original, HEADER_SOURCE) or "", DEAD_LETTER)] += 1
 
-    def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        for (subscriber, entity_name), n in self._counts.items():
+    def committed(self, batches: dict[TopicPartition, list[Any]], outcome: Tally) -> None:
+        for (subscriber, entity_name), n in outcome.counts.items():
             if entity_name == DEAD_LETTER:  # here `subscriber` is the source the record came from
                 self.metrics.dlq_writes.labels(subscriber, STAGE).inc(n)
                 continue
@@ -178,7 +202,7 @@ class RouteStage(TransactionalStage):
             if subscriber in self._by_kafka:  # a Kafka subscriber has it once the transaction committed
                 self.metrics.delivered.labels(subscriber, entity_name).inc(n)
         now = time.time()
-        for subscriber, occurred in self._kafka_delivered:
+        for subscriber, occurred in outcome.kafka_delivered:
             at = parse_timestamp(occurred)
             if at is not None:
                 self.metrics.end_to_end_seconds.labels(subscriber).observe(max(0.0, now - at.timestamp()))

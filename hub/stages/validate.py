@@ -143,15 +143,13 @@ class ValidateStage(TransactionalStage):
         self.topic_prefix = topic_prefix
         self.schema_ids = schema_ids
         self.dedup = dedup
-        # Counted locally and added to the metrics once a batch committed: a labelled inc() per
-        # event costs more than the rest of the bookkeeping.
-        self._counts: Counter[tuple[str, str, str]] = Counter()
         self._refused = Invalid(None, UNKNOWN, [])  # why _output() refused the record it was last given
 
-    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> Counter[tuple[str, str, str]]:
+        """Returns the batch's outcomes by (source, entity, outcome), added to the metrics once its
+        transaction committed (a labelled inc() per event costs more than the rest of the bookkeeping)."""
         now = datetime.now(timezone.utc)
-        counts = self._counts
-        counts.clear()
+        counts: Counter[tuple[str, str, str]] = Counter()
         writer = self.writer
         # Records get the broker-visible time of writing (timestamp None), never occurred_at:
         # time-based retention would delete at once a record about a change months old.
@@ -184,7 +182,8 @@ class ValidateStage(TransactionalStage):
                 counts[(source, result.entity, result.problems[0].rule)] += 1
             await writer.drain()
         if dedup is not None:
-            dedup.write(writer, int(now_s * 1000))
+            dedup.write(writer, int(now_s * 1000), batches.keys())
+        return counts
 
     def _output(self, message: Any, source: str, now: datetime, prefix: str
                 ) -> tuple[str, bytes, bytes | None, list[tuple[str, bytes]], str, str] | None:
@@ -218,26 +217,26 @@ class ValidateStage(TransactionalStage):
             self._refused = Invalid(None, entity, [Problem("", "hub.internal_error", f"{type(exc).__name__}: {exc}")])
             return None
 
-    def committed(self, batches: dict[TopicPartition, list[Any]]) -> None:
+    def committed(self, batches: dict[TopicPartition, list[Any]], outcome: Counter[tuple[str, str, str]]) -> None:
         metrics = self.metrics
         dlq_writes: Counter[str] = Counter()
         if self.dedup is not None:
-            self.dedup.committed()
-        for (source, entity, outcome), n in self._counts.items():
+            self.dedup.committed(batches.keys())
+        for (source, entity, result), n in outcome.items():
             metrics.ingested.labels(source, entity).inc(n)
-            if outcome == VALID:
+            if result == VALID:
                 metrics.valid.labels(source, entity).inc(n)
-            elif outcome == DUPLICATE:
+            elif result == DUPLICATE:
                 metrics.deduplicated.labels(source, entity).inc(n)
             else:
-                metrics.invalid.labels(source, entity, outcome).inc(n)
+                metrics.invalid.labels(source, entity, result).inc(n)
                 dlq_writes[source] += n
         for source, n in dlq_writes.items():
             metrics.dlq_writes.labels(source, STAGE).inc(n)
 
     def aborted(self, batches: dict[TopicPartition, list[Any]]) -> None:
         if self.dedup is not None:
-            self.dedup.aborted()
+            self.dedup.aborted(batches.keys())
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         if self.dedup is not None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import Counter
 
 import pytest
 from pydantic import ValidationError
 
 from hub.contract.schemas import Catalogue, dumps
-from hub.contract.topics import AUDIT_TOPIC
+from hub.contract.topics import AUDIT_TOPIC, ROUTE_DLQ_TOPIC
 from hub.core.metrics import HubMetrics
 from hub.routing.audit import REFS_HEADER, audit_key, audit_record, audit_refs, legacy_audit_key, person_ref, \
     who_received
@@ -19,7 +18,7 @@ from hub.routing.errors import SubscriptionError
 from hub.routing.policy import load_subscriptions
 from hub.routing.pseudonyms import hub_key, subscriber_key
 from hub.routing.subscriptions import SubscriptionConfig
-from hub.stages.route import RouteStage
+from hub.stages.route import RouteStage, Tally
 from tests.unit.test_delivery import deliverer_with, record, run_until_committed, student
 from tests.unit.test_subscriptions import EXAMPLES
 
@@ -87,13 +86,16 @@ def test_the_route_stage_keys_audit_records_by_reference_never_by_the_entity_key
     # The routing step alone, without the stage's Kafka clients (what _route reads of the stage).
     stage = RouteStage.__new__(RouteStage)
     stage.policies, stage.schema_ids, stage.audit_key, stage.metrics = policies, ids, key, HubMetrics()
-    stage._parsed_schemas, stage._counts, stage._kafka_delivered = {}, Counter(), []
+    stage._parsed_schemas = {}
+    stage.topic_prefix, stage.audit_topic, stage.dlq_topic = "", AUDIT_TOPIC, ROUTE_DLQ_TOPIC
+    stage._current_headers = {}  # no record is passed on as it is here: every one is encoded
+    tally = Tally()
     stage.writer = writer = FakeWriter()
     for entity, records in EXAMPLES.items():
         schema = CATALOGUE[entity]
         for r in records:
-            stage._route(schema, Message(schema.topic, schema.key_of(r), b"v"), r, "now")
-            stage._route(schema, Message(schema.topic, schema.key_of(r), None), None, "now")  # a delete
+            stage._route(schema, Message(schema.topic, schema.key_of(r), b"v"), r, "now", tally)
+            stage._route(schema, Message(schema.topic, schema.key_of(r), None), None, "now", tally)  # a delete
     assert not [t for t, *_ in writer.appended if t.startswith("hub.dlq")]
     audit = [(k, v) for topic, k, v, _ in writer.appended if topic == AUDIT_TOPIC]
     assert audit and {json.loads(v)["entity"] for _, v in audit} == set(EXAMPLES)

@@ -587,3 +587,67 @@ def test_a_known_hostile_input_is_a_dead_letter_with_its_rule(build, rule):
     assert isinstance(result, Invalid), "a hostile input was accepted for a canonical topic"
     if rule is not None:
         assert rule in {p.rule for p in result.problems}, [p.as_dict() for p in result.problems][:5]
+
+
+# --- read_json reads exactly what json.loads reads (orjson on the fast path, the standard library otherwise)
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**40), max_value=10**40)
+                | st.floats(allow_nan=True, allow_infinity=True) | st.text())
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+def _standard(raw: bytes) -> tuple[str, Any]:
+    """What the hub read before orjson: json.loads of the UTF-8 text, or the failure's kind."""
+    try:
+        return "ok", json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return "error", type(exc).__name__
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types at every depth (1 == 1.0 == True must not pass; NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+def _check_read(raw: bytes) -> None:
+    from hub.contract.envelope import read_json
+
+    doc, problem = read_json(raw)
+    kind, expected = _standard(raw)
+    if kind == "ok":
+        assert problem is None and _same(doc, expected), repr(raw[:300])
+    else:
+        assert doc is None and problem is not None, repr(raw[:300])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_VALUES, st.booleans())
+def test_read_json_reads_what_json_loads_reads(value: Any, ascii_only: bool) -> None:
+    # ensure_ascii writes lone surrogates as \ud800 escapes, which orjson refuses and json reads
+    _check_read(json.dumps(value, ensure_ascii=ascii_only, allow_nan=True).encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=64), JSON_VALUES)
+def test_read_json_on_broken_bytes_agrees_with_json_loads(noise: bytes, value: Any) -> None:
+    text = json.dumps(value).encode()
+    cut = len(noise) % (len(text) + 1)
+    _check_read(text[:cut] + noise + text[cut:])
+
+
+@pytest.mark.parametrize("raw", [
+    b'[123456789012345678901234567890]', b'[-9223372036854775809]', b'[18446744073709551616]', b'{"a":1,"a":2}',
+    b'[NaN, Infinity, -Infinity, 1e400, -1e400, 1e-400]', b'"\\ud800"', b'"\xed\xa0\x80"', b'\xef\xbb\xbf{}',
+    b'[' * 5000 + b']' * 5000, b'{"a":"\x01"}', b'[1]\x00', b'[0.1, -0.0, 1E2, 2.5e-324]', b'', b' ',
+])
+def test_read_json_edge_cases(raw: bytes) -> None:
+    _check_read(raw)
