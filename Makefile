@@ -11,7 +11,7 @@ $(BIN)/python:
 # Reinstall when pyproject.toml changes; the stamp keeps `make run` fast otherwise.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,7 +41,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit; rc=$$?; [ $$rc -ne 5 ] && exit $$rc || exit 1
 
 bench: install
-	$(BIN)/eduhub bench stage
+	$(BIN)/eduhub bench all
 
 clean:
 	rm -rf $(VENV) .eduhub .pytest_cache
