@@ -202,7 +202,16 @@ class RouteStage(TransactionalStage):
             if subscriber in self._by_kafka:  # a Kafka subscriber has it once the transaction committed
                 self.metrics.delivered.labels(subscriber, entity_name).inc(n)
         now = time.time()
+        # An event reaches several subscribers: its timestamp is parsed once, each histogram looked up once.
+        ages: dict[str | None, float | None] = {}
+        observers: dict[str, Any] = {}
         for subscriber, occurred in outcome.kafka_delivered:
-            at = parse_timestamp(occurred)
-            if at is not None:
-                self.metrics.end_to_end_seconds.labels(subscriber).observe(max(0.0, now - at.timestamp()))
+            if occurred not in ages:
+                at = parse_timestamp(occurred)
+                ages[occurred] = None if at is None else max(0.0, now - at.timestamp())
+            age = ages[occurred]
+            if age is not None:
+                observe = observers.get(subscriber)
+                if observe is None:
+                    observe = observers[subscriber] = self.metrics.end_to_end_seconds.labels(subscriber).observe
+                observe(age)
