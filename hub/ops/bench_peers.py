@@ -38,6 +38,7 @@ from hub.contract import dlq
 from hub.contract.envelope import HEADER_EVENT_ID
 from hub.contract.schemas import Catalogue
 from hub.contract.topics import dlq_topic
+from hub.ops.bench_setup import memory
 from hub.stages.validate import STAGE, ValidateStage, Validator
 
 ROWS = ("quix", "faust")
@@ -203,20 +204,6 @@ class Tally:
         timer = threading.Timer(grace_s, expire)
         timer.daemon = True
         timer.start()
-
-
-def memory() -> dict[str, int]:
-    """VmRSS and VmHWM of this process in kB (empty where /proc is not)."""
-    found = {}
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                name, _, rest = line.partition(":")
-                if name in ("VmRSS", "VmHWM"):
-                    found[name] = int(rest.split()[0])
-    except OSError:
-        pass
-    return found
 
 
 def require_quix() -> Any:
