@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,8 @@ async def _one(bench: Bench, workers: int, events: list[Any], valid: int, subscr
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while await asyncio.to_thread(_members, bench.config, [f"{group}-validate", f"{group}-route"]) < workers:
         if any(p.returncode is not None for p in processes) or time.monotonic() > deadline:
-            raise RuntimeError(f"{workers} workers did not all join their groups{bench.children.tail(processes[0])}")
+            raise RuntimeError(f"{workers} workers did not all join their groups (logs in {bench.workdir})"
+                               f"{bench.children.tail(processes[0])}")
         await asyncio.sleep(0.5)
     await asyncio.sleep(SETTLE_S)
     out_topic = prefix + subscriber_topic
@@ -89,7 +91,7 @@ async def _one(bench: Bench, workers: int, events: list[Any], valid: int, subscr
     last = await reading
     results = [await bench.children.stop(p) for p in processes]
     if last is None:
-        raise RuntimeError(f"{workers} workers: not every valid event reached {out_topic}")
+        raise RuntimeError(f"{workers} workers: not every valid event reached {out_topic} (logs in {bench.workdir})")
     return {"workers": workers, "events": len(events), "seconds": round(last - started, 3),
             "events_per_s": round(len(events) / (last - started), 1),
             "rss_peak_mb": [round((r or {}).get("rss_peak_kb", 0) / 1024, 1) for r in results]}
@@ -103,6 +105,7 @@ async def run_scale(config: HubConfig, config_path: Path | None, counts: list[in
     bench = Bench(config, config_path, BenchOptions(events=events, rows=("e2e",), latency=False), echo)
     subscriber_topic = measured_subscriber(bench.policies).topic(ENTITY)  # every valid event reaches it
     figures = []
+    failed = True
     try:
         await bench.prepare()
         for workers in counts:
@@ -114,7 +117,10 @@ async def run_scale(config: HubConfig, config_path: Path | None, counts: list[in
             figure = await _one(bench, workers, input_events, valid, subscriber_topic)
             echo(f"  {figure['events_per_s']:,.0f} events/s ({figure['seconds']:.2f} s)")
             figures.append(figure)
+        failed = False
     finally:
         await bench.children.stop_all()
         await delete_topics(bench.kafka, bench.id)
+        if not failed:  # else its folder keeps the workers' logs, which the error names
+            shutil.rmtree(bench.workdir, ignore_errors=True)
     return figures
