@@ -125,8 +125,18 @@ def _still_good(path: Path, now: dt.datetime) -> bool:
     return cert.not_valid_after_utc - now > RENEW_BEFORE
 
 
-def ensure_certificates(folder: Path) -> TlsFiles:
-    """The CA and broker certificate under `folder` (0700), made on first use and again near expiry.
+def _names(path: Path) -> set[str]:
+    """The DNS names a PEM certificate's SANs hold."""
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName))
+
+
+def ensure_certificates(folder: Path, hosts: tuple[str, ...] = BROKER_HOSTS,
+                        ips: tuple[str, ...] = BROKER_IPS) -> TlsFiles:
+    """The CA and broker certificate under `folder` (0700), made on first use and again near expiry
+    or when the certificate does not name every host of `hosts` (`eduhub deploy certs`: the brokers
+    of a cluster share one certificate that names them all).
 
     Only the certificates are world-readable; the keys and the keystore are 0600.
     """
@@ -135,10 +145,10 @@ def ensure_certificates(folder: Path) -> TlsFiles:
     os.chmod(files.folder, 0o700)
     now = dt.datetime.now(dt.timezone.utc)
     if all(p.exists() for p in (files.ca_key, files.keystore)) and all(
-            _still_good(p, now) for p in (files.ca_cert, files.broker_cert)):
+            _still_good(p, now) for p in (files.ca_cert, files.broker_cert)) and set(hosts) <= _names(files.broker_cert):
         return files
     ca_key, ca_cert = make_ca(now)
-    key, cert = issue(ca_key, ca_cert, BROKER_CN, now=now)
+    key, cert = issue(ca_key, ca_cert, BROKER_CN, hosts=hosts, ips=ips, now=now)
     write_private(files.ca_key, _pem_key(ca_key))
     write_private(files.broker_key, _pem_key(key))
     write_private(files.keystore, _pem_key(key) + _pem(cert) + _pem(ca_cert))

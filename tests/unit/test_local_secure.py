@@ -50,6 +50,21 @@ def test_private_keys_are_owner_only_and_certificates_are_reused(tmp_path):
     assert ensure_certificates(tmp_path / "tls").broker_cert.read_bytes() == before  # not remade on each up
 
 
+def test_a_cluster_certificate_names_every_broker_and_is_remade_when_one_is_added(tmp_path):
+    """`eduhub deploy certs`: the brokers of a cluster share one certificate naming them all."""
+    def names(files):
+        cert = x509.load_pem_x509_certificate(files.broker_cert.read_bytes())
+        return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                   .get_values_for_type(x509.DNSName))
+
+    files = ensure_certificates(tmp_path / "tls", hosts=("kafka-1", "kafka-2"))
+    assert names(files) == {"kafka-1", "kafka-2"}
+    before = files.broker_cert.read_bytes()
+    assert ensure_certificates(tmp_path / "tls", hosts=("kafka-2",)).broker_cert.read_bytes() == before
+    assert names(ensure_certificates(tmp_path / "tls", hosts=("kafka-1", "kafka-2", "kafka-3"))) == {
+        "kafka-1", "kafka-2", "kafka-3"}
+
+
 def test_a_python_client_verifies_the_broker_certificate_with_hostname_check(tmp_path):
     """A TLS server with the broker's keystore; a client trusting only the throwaway CA connects to
     127.0.0.1 and to localhost with the hostname check on, and one trusting the system CAs fails."""
