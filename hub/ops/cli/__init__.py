@@ -13,6 +13,7 @@ from hub.ops.cli.audit import audit_app
 from hub.ops.cli.bench import bench_app
 from hub.ops.cli.common import _state
 from hub.ops.cli.connectors import connectors_app
+from hub.ops.cli.deploy import deploy_app
 from hub.ops.cli.data import ingest, simulate, tail_cmd, validate
 from hub.ops.cli.dlq import dlq_app
 from hub.ops.cli.local import local_app
@@ -49,6 +50,7 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(audit_app, name="audit")
 app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:
