@@ -196,7 +196,7 @@ def test_config_loads_the_alert_rules_and_scrapes_both_processes():
     assert ALERT_RULES in matched
     jobs = {job["job_name"]: [t for s in job["static_configs"] for t in s["targets"]]
             for job in config["scrape_configs"]}
-    assert jobs == {"eduhub-worker": ["worker:6066"], "eduhub-connect": ["connect:8083"]}
+    assert jobs == {"eduhub-worker": ["worker-1:6066", "worker-2:6066"], "eduhub-connect": ["connect:8083"]}
 
 
 # ---------------------------------------------------------------------------------------------
