@@ -160,16 +160,37 @@ class ConnectorRuntime:
         for counter in (metrics.connector_errors, metrics.connector_published):
             counter.labels(*self._labels)
         self._task: asyncio.Task | None = None
+        self._started = False
+        self._stored: dict[str, Any] | None = None
         self._resume = asyncio.Event()
         self._resume.set()
         self._wake = asyncio.Event()
 
     async def start(self, stored: dict[str, Any] | None) -> None:
+        """Start the connector and its loop. A source that cannot be opened now (its database is down,
+        say) leaves the connector RETRYING, its loop retrying the start with backoff: one unreachable
+        source never stops the runtime and the other connectors."""
         self.status.offset = stored
-        await self.connector.start(stored)
+        self._stored = stored
+        try:
+            await self._start_source()
+        except Exception as exc:  # noqa: BLE001 — retried by the loop
+            self._failed(exc, "start")
+        self._task = asyncio.create_task(self._run(), name=f"connector-{self.config.name}")
+
+    async def _start_source(self) -> None:
+        await self.connector.start(self._stored)
+        self._started = True
         self._refresh_snapshot()
         self._set_state("RUNNING")
-        self._task = asyncio.create_task(self._run(), name=f"connector-{self.config.name}")
+
+    def _failed(self, exc: Exception, during: str) -> None:
+        self.status.last_error = f"{type(exc).__name__}: {exc}"
+        self.status.last_error_at = time.time()
+        self.metrics.connector_errors.labels(*self._labels).inc()
+        self._set_state("RETRYING")
+        if during == "start":
+            log.warning("connector %s: cannot start: %s; retrying", self.config.name, self.status.last_error)
 
     async def stop(self) -> None:
         """Stop polling and release the source; the stored offset stays."""
@@ -177,7 +198,8 @@ class ConnectorRuntime:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-            await self.connector.stop()
+            await self.connector.stop()  # also after a failed start: it may hold what it opened
+            self._started = False
         self._set_state("STOPPED")
 
     def pause(self) -> None:
@@ -219,6 +241,8 @@ class ConnectorRuntime:
         while True:
             await self._resume.wait()
             try:
+                if not self._started:
+                    await self._start_source()
                 if not pending:
                     pending = await self.connector.poll()
                 if not pending:
@@ -235,10 +259,7 @@ class ConnectorRuntime:
                 _fail_waiters(pending, RuntimeError("connector stopped"))
                 raise
             except Exception as exc:  # noqa: BLE001 — any failure of the source or Kafka is retried
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
-                self.status.last_error_at = time.time()
-                self.metrics.connector_errors.labels(*self._labels).inc()
-                self._set_state("RETRYING")
+                self._failed(exc, "poll")
                 failures += 1
                 backoff = backoff_s(failures, 1.0, BACKOFF_MAX_S)
                 log.warning("connector %s: %s; retrying in %.1f s", self.config.name, self.status.last_error, backoff)
