@@ -141,7 +141,10 @@ def make_app(service: ConnectService, *, token: bytes, hosts: frozenset[str] | N
         states = {name: r.status.state for name, r in service.runtimes.items()}
         producers = list(service.producers.values())  # one per Kafka principal
         broker = bool(producers) and all([await broker_reachable(p.client) for p in producers])
-        ready = broker and bool(states) and all(s in ("RUNNING", "PAUSED", "STOPPED") for s in states.values())
+        # Ready = this process serves: the broker answers and every connector was handed to its loop. A
+        # connector RETRYING (its source down) still is: that is EduhubConnectorDown's business, and an
+        # unready pod would also take the REST API and the http connector's intake out of service.
+        ready = broker and bool(states) and all(s != "UNASSIGNED" for s in states.values())
         return _json({"status": "ready" if ready else "not ready", "checks": {"broker": broker},
                       "connectors": states}, 200 if ready else 503)
 

@@ -151,6 +151,20 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
     assert len(compared) == 4
 
 
+def test_readiness_holds_while_a_source_is_down_and_waits_for_connectors_to_be_handed_over():
+    async def scenario():
+        async with api() as (client, service):
+            service.runtime.status.state = "RETRYING"  # its database is down: the process still serves
+            ready = await client.get("/readyz")
+            assert ready.status == 200 and (await ready.json())["connectors"] == {NAME: "RETRYING"}
+            service.runtime.status.state = "UNASSIGNED"  # not started yet
+            assert (await client.get("/readyz")).status == 503
+            service.runtimes.clear()
+            assert (await client.get("/readyz")).status == 503
+
+    run(scenario())
+
+
 def test_probes_answer_without_token_and_are_read_only():
     async def scenario():
         async with api() as (client, service):
