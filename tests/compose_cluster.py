@@ -139,6 +139,7 @@ class Cluster:
             "PATH": os.environ["PATH"], "HOME": str(folder), **env,
             "KAFKA_NODE_ID": service["KAFKA_NODE_ID"], "KAFKA_ADVERTISED_HOST": "127.0.0.1",
             "KAFKA_CLIENT_PORT": str(node.client_port), "KAFKA_CONTROLLER_PORT": str(node.controller_port),
+            "KAFKA_LISTEN_HOST": "127.0.0.1",
             "KAFKA_HOME": str(self.home), "KAFKA_USER": pwd.getpwuid(os.getuid()).pw_name,
             "KAFKA_CERTS_DIR": str(self.certs), "KAFKA_DATA_DIR": str(folder / "data"),
             "KAFKA_PRIVATE_DIR": str(folder / "private"), "LOG_DIR": str(folder / "logs"),

@@ -16,6 +16,8 @@
 #   KAFKA_SCRAM_USERS                     "name=PASSWORD_VARIABLE ..." of the users to create at format time
 #   KAFKA_CLIENT_PORT, KAFKA_CONTROLLER_PORT  optional, 9092 and 9093: other ports for nodes sharing one host
 #                                         (tests/integration/test_compose_cluster.py runs three on 127.0.0.1)
+#   KAFKA_LISTEN_HOST                     optional: the address to listen on (default: every interface of
+#                                         the container; the test listens on 127.0.0.1 only)
 #   EDUHUB_KAFKA_ADMIN_PASSWORD and every variable KAFKA_SCRAM_USERS names: the passwords
 # It starts as root only to hand the TLS key (0600, written by the cluster-certs service as root) and the
 # data folder to the image's unprivileged user, then runs Kafka as that user.
@@ -29,7 +31,7 @@ fail() { echo "kafka-cluster.sh: $*" >&2; exit 1; }
 : "${KAFKA_QUORUM_VOTERS:?set KAFKA_QUORUM_VOTERS, e.g. 1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093}"
 : "${EDUHUB_KAFKA_ADMIN_PASSWORD:?set EDUHUB_KAFKA_ADMIN_PASSWORD, the password of User:admin}"
 : "${KAFKA_SCRAM_USERS:=}"
-: "${KAFKA_CLIENT_PORT:=9092}" "${KAFKA_CONTROLLER_PORT:=9093}"
+: "${KAFKA_CLIENT_PORT:=9092}" "${KAFKA_CONTROLLER_PORT:=9093}" "${KAFKA_LISTEN_HOST:=}"
 
 KAFKA_HOME=${KAFKA_HOME:-/opt/kafka}
 KAFKA_USER=${KAFKA_USER:-appuser}
@@ -67,7 +69,7 @@ process.roles=broker,controller
 node.id=${KAFKA_NODE_ID}
 controller.quorum.voters=${KAFKA_QUORUM_VOTERS}
 controller.listener.names=CONTROLLER
-listeners=SASL_SSL://:${KAFKA_CLIENT_PORT},CONTROLLER://:${KAFKA_CONTROLLER_PORT}
+listeners=SASL_SSL://${KAFKA_LISTEN_HOST}:${KAFKA_CLIENT_PORT},CONTROLLER://${KAFKA_LISTEN_HOST}:${KAFKA_CONTROLLER_PORT}
 advertised.listeners=SASL_SSL://${KAFKA_ADVERTISED_HOST}:${KAFKA_CLIENT_PORT}
 inter.broker.listener.name=SASL_SSL
 listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
