@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, Res
 from hub.contract.schemas import Catalogue
 from hub.core.config import HubConfig, LocalConfig, load_config
 from hub.demo.local import LocalStack
+from hub.ops.deploy_k8s import MIN_INSYNC_REPLICAS, kafka_topics
 from hub.ops.topology import TopicSpec, topic_plan
 from tests.conftest import PORT_OFFSET, _need
 from tests.dockerfile import Copy, ImageRoot, Stage, interpolate, stages
@@ -377,3 +378,16 @@ def test_the_broker_holds_exactly_the_topics_topic_plan_declares(runs, own_stack
                   for spec in plan for name in [spec.name]}
     print("configs set on the broker that the plan does not declare:",
           {n: c for n, c in undeclared.items() if c} or "none", file=sys.stderr)
+
+
+def test_the_generated_kafka_topics_are_the_topics_the_processes_created(runs, own_stack):
+    """What `eduhub deploy k8s` writes for this very config, read back from its KafkaTopics: the same topics,
+    partitions and configs as the broker holds (min.insync.replicas is the cluster's, not the hub's)."""
+    declared = []
+    for doc in kafka_topics(runs.configs["worker"]):
+        config = dict(doc["spec"]["config"])
+        assert config.pop("min.insync.replicas") == str(MIN_INSYNC_REPLICAS)
+        declared.append(TopicSpec(doc["spec"]["topicName"], doc["spec"]["partitions"], config))
+    partitions, configs = _broker_topics(own_stack.bootstrap_servers)
+    diff = plan_diff(declared, partitions, configs)
+    assert diff == [], "generated KafkaTopics vs the broker:\n" + "\n".join(diff)
