@@ -42,6 +42,7 @@ from hub.demo.simulators import (  # noqa: E402
     SPREADSHEET_SCORE_COLUMNS,
     AdmissionPortal,
     ExamRegistrationOutbox,
+    ExamRegistrationSimulator,
     SchoolManagementDatabase,
     SchoolSpreadsheets,
     file_connector_config,
@@ -447,6 +448,28 @@ def test_outbox_rows_carry_valid_registrations(tmp_path: Path) -> None:
         assert registration_from_row(registrations[rid]) == payload
     created = [r["created_at"] for r in outbox]
     assert created == sorted(created)
+
+
+def test_a_later_run_on_the_same_database_never_reuses_a_registration_number(tmp_path: Path) -> None:
+    """`make run` keeps .eduhub/demo between runs: a new simulator must skip the registration numbers the
+    database already holds (a repeat failed the run with UNIQUE constraint failed: registration_id)."""
+    url = f"sqlite:///{tmp_path / 'exam.db'}"
+    first = ExamRegistrationOutbox(url, seed=7)
+    first.create_schema()
+    before = {key for key, op in first.submit(30) if op == "c"}
+    again = ExamRegistrationOutbox(url)
+    created = {key for key, op in again.submit(30) if op == "c"}
+    assert created and not created & before
+    assert before <= again.simulator._used_ids  # reserved from the database before the first draw
+    assert again.count("registrations") == len(before) + len(created)
+
+
+def test_reserved_registration_numbers_are_never_drawn() -> None:
+    drawn = ExamRegistrationSimulator(seed=7, bad_ratio=0.0)
+    first_five = [drawn.envelope(datetime.now(timezone.utc))["key"] for _ in range(5)]
+    same_seed = ExamRegistrationSimulator(seed=7, bad_ratio=0.0)
+    same_seed.reserve(first_five)
+    assert not {same_seed.envelope(datetime.now(timezone.utc))["key"] for _ in range(5)} & set(first_five)
 
 
 def test_registration_and_outbox_row_commit_together(tmp_path: Path) -> None:

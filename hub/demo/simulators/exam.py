@@ -255,6 +255,10 @@ class ExamRegistrationSimulator:
         span = max(0, int((latest - previous_at).total_seconds()))
         return data, min(previous_at + timedelta(seconds=rng.randint(0, span)), now)
 
+    def reserve(self, registration_ids) -> None:
+        """Never hand out these registration numbers (a database kept from an earlier run holds them)."""
+        self._used_ids.update(registration_ids)
+
     def _new_registration_id(self) -> str:
         if len(self._used_ids) >= 1_000_000:
             raise RuntimeError("all 10^6 registration numbers of this council and year are used")

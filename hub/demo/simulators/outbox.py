@@ -98,6 +98,7 @@ class ExamRegistrationOutbox:
         self.simulator = ExamRegistrationSimulator(seed=seed, council_code=council_code, exam_year=exam_year,
                                                    bad_ratio=bad_ratio)
         self._clock = _Clock()
+        self._reserved = False
 
     def create_schema(self) -> None:
         """Create `registrations` and `outbox` (existing tables are kept)."""
@@ -114,6 +115,11 @@ class ExamRegistrationOutbox:
         Returns (registration_id, op) per change."""
         if self.simulator.bad_ratio >= 1.0 and not include_bad:
             raise ValueError("with bad_ratio 1.0 every registration is broken: pass include_bad=True")
+        if not self._reserved:  # the demo database outlives a run: never create a registration it holds
+            with self.engine.connect() as conn:
+                reg = self.tables["registrations"]
+                self.simulator.reserve(conn.execute(sa.select(reg.c.registration_id)).scalars())
+            self._reserved = True
         done: list[tuple[str, str]] = []
         while len(done) < n:
             envelope = self.simulator.envelope(datetime.now(UTC))
