@@ -22,7 +22,9 @@ KAFKA_NAMESPACE = "kafka"  # where the brokers run
 HUB_NAMESPACE = "eduhub"  # where the hub runs, and where its KafkaTopics, KafkaUsers and their Secrets live
 LISTENER_PORT = 9093  # the internal TLS listener, SCRAM-SHA-512
 BOOTSTRAP = f"{CLUSTER}-kafka-bootstrap.{KAFKA_NAMESPACE}.svc:{LISTENER_PORT}"
-KAFKA_VERSION = "4.1.0"  # the Kafka the local stack tests against (4.1.x); the Strimzi operator must support it
+# The Kafka line the suite tests (deploy/kafka/pom.xml: 4.1.x; tests/unit/test_k8s.py checks), at a version
+# Strimzi releases support: the operator must list it (deploy/k8s/README.md).
+KAFKA_VERSION = "4.1.0"
 # The cluster's durability, not hub.yaml's: kafka.replication_factor is 1 in the repository's hub.yaml for the
 # single local broker, while three brokers with min.insync.replicas=2 survive one broker down without losing
 # an acknowledged write. Every topic and internal topic of the cluster gets these, whatever hub.yaml says.

@@ -397,3 +397,13 @@ def test_disruption_budgets_and_network_policies_select_real_pods(rendered, conf
     assert ports(by_name["connect"]["egress"]) >= {deploy_k8s.LISTENER_PORT, registry_port, 5432}
     assert ports(by_name["worker"]["ingress"]) == {config.worker.web_port}
     assert ports(by_name["connect"]["ingress"]) == {config.connect.port} | intake
+
+
+def test_the_cluster_runs_the_kafka_line_the_suite_tests():
+    import xml.etree.ElementTree as ET
+
+    tested = ET.parse(ROOT / "deploy" / "kafka" / "pom.xml").getroot().find(
+        "m:properties/m:kafka.version", {"m": "http://maven.apache.org/POM/4.0.0"}).text
+    kafka = next(d for d in yaml.safe_load_all((GENERATED / "kafka.yaml").read_text()) if d["kind"] == "Kafka")
+    assert kafka["spec"]["kafka"]["version"] == deploy_k8s.KAFKA_VERSION
+    assert deploy_k8s.KAFKA_VERSION.split(".")[:2] == tested.split(".")[:2]
