@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -225,25 +224,3 @@ def copy_sources(context: Path, copy: Copy, target: Path, ignore: DockerIgnore) 
                 destination = target / path.name if into_folder else target
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, destination)
-
-
-def interpolate(value: str, secrets_: dict[str, str]) -> str:
-    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}`, `${VAR:+word}` (nested too), with no variable set
-    but the required ones (`:?`, the secrets): those get a random value, one per name for every service."""
-    out, i = "", 0
-    while (start := value.find("${", i)) >= 0:
-        depth, end = 0, start
-        for end in range(start + 1, len(value)):
-            depth += {"{": 1, "}": -1}.get(value[end], 0)
-            if depth == 0:
-                break
-        body = value[start + 2:end]
-        name, op, word = re.match(r"(\w+)(:?[-?+])?(.*)", body, re.S).groups()
-        if op and op.endswith("?"):
-            replacement = secrets_.setdefault(name, secrets.token_urlsafe(32))
-        elif op and op.endswith("-"):
-            replacement = interpolate(word, secrets_)
-        else:  # `${VAR}` and `${VAR:+word}` of a variable not set
-            replacement = secrets_.get(name, "") if not op else interpolate(word, secrets_) if name in secrets_ else ""
-        out, i = out + value[i:start] + replacement, end + 1
-    return out + value[i:]

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,44 +21,19 @@ from hub.contract.schemas import Catalogue
 from hub.core.config import LocalConfig
 from hub.demo.local import REGISTRY_POM, resolve_registry
 from tests import pg
-from tests.conftest import IN_CI, PORT_OFFSET, ROOT
+from tests.apicurio import Registry, java_or_unavailable
+from tests.compose import interpolate
+from tests.conftest import PORT_OFFSET, ROOT
 
 pytestmark = pytest.mark.integration
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 REGISTRY_PORT = 29700 + PORT_OFFSET  # this test's registry; its PostgreSQL searches upwards from one above
 PG_FIRST_PORT = 29701 + PORT_OFFSET
-HEAP = "-Xmx256m"  # not compose's JAVA_OPTS_APPEND: beside a running suite on a 2-core machine
-START_BOUND_S, STOP_BOUND_S = 180.0, 60.0
 CCOMPAT = "application/vnd.schemaregistry.v1+json"
 # compose's interpolation forms these two services use: ${NAME}, ${NAME:?message}, ${NAME?m}, ${NAME:-default}, ${NAME-d}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^${}]*))?\}")
 JDBC = re.compile(r"^jdbc:postgresql://(?P<host>[^:/?]+):(?P<port>\d+)/(?P<db>[^?]+)(?P<query>\?.*)?$")
-
-
-def _unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message)  # in CI a missing service is a failure, never a skip
-    pytest.skip(message)
-
-
-def interpolate(value: object, environ: dict[str, str]) -> str:
-    """A compose value with ${...} resolved as `docker compose` does; a missing `:?` variable stops it."""
-    text = str(value)
-
-    def one(match: re.Match) -> str:
-        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
-        current = environ.get(name)
-        missing = current is None or (current == "" and operator is not None and operator.startswith(":"))
-        if operator in (":?", "?") and missing:
-            raise KeyError(f"{name}: {argument}")
-        if operator in (":-", "-") and missing:
-            return argument
-        return current or ""
-
-    resolved = VARIABLE.sub(one, text.replace("$$", "\0"))
-    assert "${" not in resolved, f"an interpolation form this test does not know: {value!r}"
-    return resolved.replace("\0", "$")
 
 
 def variables(environment: dict) -> set[str]:
@@ -86,8 +56,8 @@ def secrets_of(registry: dict, database: dict) -> dict[str, str]:
 
 def registry_environment(registry: dict, database: dict, environ: dict[str, str], pg_port: int) -> dict[str, str]:
     """The registry container's environment, interpolated; only the database's host:port and the HTTP port local."""
-    db_env = {key: interpolate(value, environ) for key, value in database["environment"].items()}
-    env = {key: interpolate(value, environ) for key, value in registry["environment"].items()}
+    db_env = {key: interpolate(str(value), environ) for key, value in database["environment"].items()}
+    env = {key: interpolate(str(value), environ) for key, value in registry["environment"].items()}
     url = JDBC.match(env["APICURIO_DATASOURCE_URL"])
     assert url, f"APICURIO_DATASOURCE_URL is not a PostgreSQL JDBC URL: {env['APICURIO_DATASOURCE_URL']}"
     assert (url["host"], url["port"]) == ("registry-db", "5432"), url.group(0)  # the service, PostgreSQL's port
@@ -108,63 +78,6 @@ def healthcheck_path(registry: dict) -> str:
     return found.group(2)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class Registry:
-    """One Apicurio JVM with the compose service's environment, stopped by its pid."""
-
-    def __init__(self, java: str, jar: Path, env: dict[str, str], log: Path) -> None:
-        self.java, self.jar, self.env, self.log = java, jar, env, log
-        self.process: subprocess.Popen | None = None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def start(self, probe: str) -> float:
-        """Start and wait (bounded) until `probe` answers 200; returns the seconds it took."""
-        assert port_is_free(REGISTRY_PORT), f"port {REGISTRY_PORT} is taken: another registry would answer for ours"
-        began = time.monotonic()
-        with self.log.open("ab") as out:
-            # Only what compose would give the container, plus PATH/JAVA_HOME to find java; the host is a
-            # system property (not a compose setting) so that the registry listens on loopback only.
-            env = {"PATH": os.environ["PATH"], **({"JAVA_HOME": os.environ["JAVA_HOME"]} if "JAVA_HOME" in os.environ
-                                                   else {}), **self.env}
-            self.process = subprocess.Popen([self.java, HEAP, "-Dquarkus.http.host=127.0.0.1", "-jar", str(self.jar)],
-                                            env=env, cwd=self.jar.parent, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{REGISTRY_PORT}{probe}"
-        deadline = began + START_BOUND_S
-        while True:
-            assert self.process.poll() is None, f"Apicurio exited {self.process.returncode}:\n{self.tail()}"
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return time.monotonic() - began
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"Apicurio did not answer {url} in {START_BOUND_S:.0f} s:\n{self.tail()}"
-            time.sleep(0.5)
-
-    def stop(self) -> int | None:
-        """SIGTERM by pid, SIGKILL after the bound; the exit code (None when never started)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_BOUND_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 def create_database(admin_dsn: dict, database: dict, environ: dict[str, str]) -> dict[str, str]:
     """What the postgres image does with POSTGRES_USER/PASSWORD/DB, and password auth for that user over TCP.
 
@@ -175,7 +88,7 @@ def create_database(admin_dsn: dict, database: dict, environ: dict[str, str]) ->
     import psycopg
     from psycopg import sql
 
-    db_env = {key: interpolate(value, environ) for key, value in database["environment"].items()}
+    db_env = {key: interpolate(str(value), environ) for key, value in database["environment"].items()}
     user, password, name = db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"], db_env["POSTGRES_DB"]
     with psycopg.connect(**admin_dsn, dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
@@ -214,9 +127,7 @@ def stored(admin_dsn: dict, name: str) -> tuple[dict[str, str], dict[str, set[in
 
 
 def test_compose_registry_settings_keep_schemas_in_postgresql(tmp_path, monkeypatch):
-    java = shutil.which("java")
-    if java is None:
-        _unavailable("java is not installed: this test runs the real Apicurio Registry")
+    java = java_or_unavailable()
     registry_service, db_service = compose_services()
     # The same software as the image: the jar of deploy/registry/pom.xml is the image's version.
     image_version = registry_service["image"].rsplit(":", 1)[1]
@@ -254,7 +165,7 @@ def test_compose_registry_settings_keep_schemas_in_postgresql(tmp_path, monkeypa
                     return await publish(catalogue, client)
 
             # 1. First start on the empty database: Apicurio creates its tables, the hub publishes its schemas.
-            first = Registry(java, jar, env, tmp_path / "registry-1.log")
+            first = Registry(java, jar, REGISTRY_PORT, tmp_path / "registry-1.log", env=env)
             registries.append(first)
             timings["first start"] = first.start(probe)
             began = time.monotonic()
@@ -276,7 +187,7 @@ def test_compose_registry_settings_keep_schemas_in_postgresql(tmp_path, monkeypa
             assert first.process.poll() is not None
 
             # 2. A new JVM on the same database: nothing registered again, yet every subject answers as before.
-            second = Registry(java, jar, env, tmp_path / "registry-2.log")
+            second = Registry(java, jar, REGISTRY_PORT, tmp_path / "registry-2.log", env=env)
             registries.append(second)
             timings["restart"] = second.start(probe)
             with httpx.Client(base_url=url, headers={"Accept": CCOMPAT}, timeout=10) as client:

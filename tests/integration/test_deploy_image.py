@@ -6,6 +6,7 @@ import configparser
 import os
 import re
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from hub.demo.local import LocalStack
 from hub.ops.deploy_k8s import MIN_INSYNC_REPLICAS, kafka_topics
 from hub.ops.topology import TopicSpec, topic_plan
 from tests.conftest import PORT_OFFSET, _need
-from tests.dockerfile import Copy, ImageRoot, Stage, interpolate, stages
+from tests.compose import interpolate
+from tests.dockerfile import Copy, ImageRoot, Stage, stages
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +143,11 @@ def _local(value: str, image: Image, stack: LocalStack, ports: dict[int, int]) -
 COMPOSE_SECRETS: dict[str, str] = {}
 
 
+def _secret(name: str) -> str:
+    """A required compose variable (a secret): one random value per name, the same for every service."""
+    return COMPOSE_SECRETS.setdefault(name, secrets.token_urlsafe(32))
+
+
 def _compose(command: str) -> dict:
     """The first compose service of our image that runs `command` (worker-1 for "worker")."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
@@ -162,7 +169,7 @@ def service_env(image: Image, stack: LocalStack, service: str, config: HubConfig
     for name, value in environment.items():
         if name == "EDUHUB_CONFIG" and image.root.rewrite(str(value)) == str(value):
             continue  # compose mounts a hub.yaml of its own (its connectors need its demo-db): run the image's
-        env[name] = _local(interpolate(str(value), COMPOSE_SECRETS), image, stack, ports)
+        env[name] = _local(interpolate(str(value), COMPOSE_SECRETS, required=_secret), image, stack, ports)
     # The container's own port 6066 is this machine's WEB_PORT (the HEALTHCHECK's default follows EDUHUB_WEB_PORT).
     env["EDUHUB_WEB_PORT"] = str(WEB_PORT)
     return env

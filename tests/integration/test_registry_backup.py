@@ -12,9 +12,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
-import subprocess
-import time
 import zipfile
 
 import httpx
@@ -24,6 +21,7 @@ from hub.contract.evolution import publish
 from hub.contract.registry import COMPATIBILITY, SchemaRegistry
 from hub.contract.schemas import Catalogue
 from hub.demo.local import resolve_registry
+from tests.apicurio import Registry, java_or_unavailable
 from tests.conftest import TEST_PORTS
 
 pytestmark = pytest.mark.integration
@@ -63,35 +61,15 @@ def export(export_bytes) -> zipfile.ZipFile:
 @pytest.fixture(scope="module")
 def empty_registry(local_stack, tmp_path_factory) -> str:
     """A second Apicurio 3.0.9 (the same jar as the local stack's), empty, stopped by its pid at the end."""
-    java = shutil.which("java")
-    if java is None:
-        pytest.skip("java is not installed")
     jar = resolve_registry(local_stack.cache_dir, echo=lambda line: None)
-    log = tmp_path_factory.mktemp("restore-registry") / "registry.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [java, "-Xmx256m", f"-Dquarkus.http.port={RESTORE_PORT}", "-Dquarkus.http.host=127.0.0.1", "-jar", str(jar)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=jar.parent)
-    url = f"http://127.0.0.1:{RESTORE_PORT}/apis/ccompat/v7"
+    registry = Registry(java_or_unavailable(), jar, RESTORE_PORT,
+                        tmp_path_factory.mktemp("restore-registry") / "registry.log",
+                        jvm_args=(f"-Dquarkus.http.port={RESTORE_PORT}",))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"the second registry exited {process.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/subjects", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"the second registry did not start:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield url
+        registry.start("/apis/ccompat/v7/subjects")
+        yield f"http://127.0.0.1:{RESTORE_PORT}/apis/ccompat/v7"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        registry.stop()
 
 
 def entry(archive: zipfile.ZipFile, name: str) -> dict:

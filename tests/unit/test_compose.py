@@ -21,6 +21,7 @@ import yaml
 
 from hub.core.config import ENV_OVERRIDES, load_config
 from hub.ops import healthcheck
+from tests.compose import interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -44,35 +45,6 @@ def pom_property(path: str, name: str) -> str:
 def env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
     return {key.strip(): value.strip() for key, value in pairs}
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's interpolation: $$, ${VAR}, ${VAR:-default}, ${VAR:?error}, ${VAR:+alternative}, nested, lazily."""
-    out, i = [], 0
-    while i < len(text):
-        if text.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif text.startswith("${", i):
-            depth, j = 1, i + 2
-            while depth:
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                j += 1
-            body = text[i + 2:j - 1]
-            name, op, rest = re.match(r"(\w+)(:?[-?+])?(.*)", body, re.S).groups()
-            value, given = env.get(name, ""), bool(env.get(name))
-            if op in (":-", "-") and not given:
-                value = interpolate(rest, env)
-            elif op in (":?", "?") and not given:
-                raise KeyError(f"required variable {name} is missing a value: {rest}")
-            elif op in (":+", "+"):
-                value = interpolate(rest, env) if given else ""
-            out.append(value)
-            i = j
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 def resolve(node: Any, env: dict[str, str]) -> Any:
